@@ -1,0 +1,4 @@
+"""posefeed: a GPU data layer for keypoint (pose-estimation) training."""
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from posefeed.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""`posefeed bench`: posefeed against the usual CPU loaders, side by side."""

@@ -1,0 +1,16 @@
+"""The ``posefeed`` command line (typer). One module per command; heavy imports stay lazy."""
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="posefeed: a GPU data layer for keypoint (pose-estimation) training.")
+
+
+def _register() -> None:
+    from posefeed.cli import inspect  # noqa: F401,PLC0415  (each module adds its command)
+
+
+def main() -> None:
+    _register()
+    app()

@@ -1,0 +1,204 @@
+"""`PoseTable`: the validated, canonical form of keypoint annotations.
+
+One row per instance (an animal or a person in one image). Columns are a two-level
+MultiIndex:
+
+- ``("image", "")``      image path relative to ``root`` (str, POSIX separators)
+- ``("individual", "")`` individual name (``"single"`` for DLC unique bodyparts rows,
+                          ``"individual0"`` ... otherwise where the source has none)
+- ``("width", "")``, ``("height", "")``  image size in pixels (int)
+- ``("bbox", "x"|"y"|"w"|"h")``  instance box, pixels, top-left corner + size (float)
+- ``(bodypart, "x"|"y"|"v")``    keypoints: pixels, origin at the centre of the top-left
+                                  pixel; ``v`` as COCO (0 missing, 1 occluded, 2 visible)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from posefeed.datasets.errors import AnnotationError
+
+META_COLUMNS = ("image", "individual", "width", "height", "bbox")
+BBOX_FIELDS = ("x", "y", "w", "h")
+COORDS = ("x", "y", "v")
+
+
+def keypoint_columns(bodyparts: Sequence[str]) -> pd.MultiIndex:
+    """The (bodypart, coord) columns in canonical order."""
+    return pd.MultiIndex.from_tuples([(bp, c) for bp in bodyparts for c in COORDS])
+
+
+def table_columns(bodyparts: Sequence[str]) -> pd.MultiIndex:
+    meta = [("image", ""), ("individual", ""), ("width", ""), ("height", "")]
+    meta += [("bbox", f) for f in BBOX_FIELDS]
+    return pd.MultiIndex.from_tuples(meta + list(keypoint_columns(bodyparts)))
+
+
+@dataclass
+class PoseTable:
+    """Validated keypoint annotations (see the module docstring for the columns).
+
+    Attributes:
+        frame: the DataFrame, one row per instance, RangeIndex.
+        bodyparts: K keypoint names, in channel order.
+        flip_pairs: (left, right) index pairs swapped by a horizontal flip.
+        skeleton: (a, b) index pairs drawn as limbs.
+        root: folder the ``image`` paths are relative to.
+        problems: non-fatal problems found while loading (e.g. keypoints outside the
+            image, set to ``v = 0``), one readable line each.
+    """
+
+    frame: pd.DataFrame
+    bodyparts: list[str]
+    flip_pairs: list[tuple[int, int]] = field(default_factory=list)
+    skeleton: list[tuple[int, int]] = field(default_factory=list)
+    root: Path = Path(".")
+    problems: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.bodyparts = [str(b) for b in self.bodyparts]
+        self.flip_pairs = [(int(a), int(b)) for a, b in self.flip_pairs]
+        self.skeleton = [(int(a), int(b)) for a, b in self.skeleton]
+        self.root = Path(self.root)
+        clash = set(self.bodyparts) & set(META_COLUMNS)
+        if clash:
+            raise AnnotationError(f"bodypart names {sorted(clash)} clash with reserved columns",
+                                  field="bodyparts")
+        if len(set(self.bodyparts)) != len(self.bodyparts):
+            raise AnnotationError("duplicated bodypart names", field="bodyparts")
+        k = len(self.bodyparts)
+        for name, pairs in (("flip_pairs", self.flip_pairs), ("skeleton", self.skeleton)):
+            for a, b in pairs:
+                if not (0 <= a < k and 0 <= b < k):
+                    raise AnnotationError(f"index pair ({a}, {b}) outside 0..{k - 1}", field=name)
+        expected = table_columns(self.bodyparts)
+        missing = [c for c in expected if c not in self.frame.columns]
+        if missing:
+            raise AnnotationError(f"PoseTable frame lacks columns {missing[:6]}", field="frame")
+        self.frame = self.frame[expected].reset_index(drop=True)
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_arrays(
+        cls,
+        images: Sequence[str],
+        keypoints: np.ndarray,
+        bodyparts: Sequence[str],
+        image_sizes: np.ndarray | Sequence[tuple[int, int]],
+        *,
+        individuals: Sequence[str] | None = None,
+        bboxes: np.ndarray | None = None,
+        flip_pairs: Iterable[tuple[int, int]] = (),
+        skeleton: Iterable[tuple[int, int]] = (),
+        root: str | Path = ".",
+        problems: Sequence[str] = (),
+    ) -> "PoseTable":
+        """Build from arrays: ``keypoints (N, K, 3)``, ``image_sizes (N, 2)`` as (width, height),
+        ``bboxes (N, 4)`` xywh (computed from the labelled keypoints when omitted)."""
+        kp = np.asarray(keypoints, dtype=np.float64)
+        n = len(images)
+        if kp.ndim != 3 or kp.shape[0] != n or kp.shape[1] != len(bodyparts) or kp.shape[2] != 3:
+            raise AnnotationError(
+                f"keypoints shape {kp.shape} does not match (N={n}, K={len(bodyparts)}, 3)",
+                field="keypoints")
+        sizes = np.asarray(image_sizes, dtype=np.int64).reshape(n, 2)
+        if individuals is None:
+            individuals = ["individual0"] * n
+        if bboxes is None:
+            bboxes = bbox_from_keypoints(kp, sizes)
+        bboxes = np.asarray(bboxes, dtype=np.float64).reshape(n, 4)
+        data: dict[tuple[str, str], object] = {
+            ("image", ""): [str(Path(p).as_posix()) for p in images],
+            ("individual", ""): [str(i) for i in individuals],
+            ("width", ""): sizes[:, 0],
+            ("height", ""): sizes[:, 1],
+        }
+        for j, f in enumerate(BBOX_FIELDS):
+            data[("bbox", f)] = bboxes[:, j]
+        for k, bp in enumerate(bodyparts):
+            for c, coord in enumerate(COORDS):
+                data[(bp, coord)] = kp[:, k, c]
+        frame = pd.DataFrame(data, columns=table_columns(bodyparts))
+        return cls(frame, list(bodyparts), list(flip_pairs), list(skeleton), Path(root),
+                   list(problems))
+
+    # -- views --------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.bodyparts)
+
+    @property
+    def keypoints(self) -> np.ndarray:
+        """``(N, K, 3)`` float32 ``(x, y, v)`` in image pixels."""
+        cols = keypoint_columns(self.bodyparts)
+        arr = self.frame[cols].to_numpy(dtype=np.float32)
+        return arr.reshape(len(self), self.num_keypoints, 3)
+
+    @property
+    def bboxes(self) -> np.ndarray:
+        """``(N, 4)`` float32 boxes ``(x, y, w, h)`` in image pixels."""
+        return self.frame[[("bbox", f) for f in BBOX_FIELDS]].to_numpy(dtype=np.float32)
+
+    @property
+    def image_sizes(self) -> np.ndarray:
+        """``(N, 2)`` int64 ``(width, height)`` of each row's image."""
+        return self.frame[[("width", ""), ("height", "")]].to_numpy(dtype=np.int64)
+
+    @property
+    def images(self) -> list[str]:
+        """Unique image paths (relative to ``root``), in first-appearance order."""
+        return list(dict.fromkeys(self.frame[("image", "")].tolist()))
+
+    @property
+    def individuals(self) -> list[str]:
+        return self.frame[("individual", "")].tolist()
+
+    def image_path(self, image: str) -> Path:
+        return self.root / image
+
+    def frames(self) -> list[np.ndarray]:
+        """Row indices grouped by image, in ``images`` order (for whole-frame training)."""
+        codes, _ = pd.factorize(self.frame[("image", "")])
+        order = np.argsort(codes, kind="stable")
+        bounds = np.flatnonzero(np.diff(codes[order])) + 1
+        return np.split(order, bounds)
+
+    def subset(self, rows: Sequence[int] | np.ndarray) -> "PoseTable":
+        """A new table with the given rows (same bodyparts, pairs, root)."""
+        frame = self.frame.iloc[np.asarray(rows, dtype=np.int64)].reset_index(drop=True)
+        return PoseTable(frame, list(self.bodyparts), list(self.flip_pairs), list(self.skeleton),
+                         self.root, list(self.problems))
+
+
+def bbox_from_keypoints(keypoints: np.ndarray, image_sizes: np.ndarray,
+                        margin: float = 20.0) -> np.ndarray:
+    """Boxes ``(N, 4)`` xywh around the labelled (``v > 0``) keypoints, grown by ``margin``
+    pixels on each side and clipped to the image; the whole image where nothing is labelled.
+
+    Pixel centres are integer coordinates, so the image spans ``[-0.5, size - 0.5]``.
+    """
+    kp = np.asarray(keypoints, dtype=np.float64)
+    sizes = np.asarray(image_sizes, dtype=np.float64).reshape(-1, 2)
+    labelled = kp[..., 2] > 0
+    big = np.finfo(np.float64).max
+    x = np.where(labelled, kp[..., 0], np.nan)
+    y = np.where(labelled, kp[..., 1], np.nan)
+    has = labelled.any(axis=1)
+    with np.errstate(all="ignore"):
+        x0 = np.where(has, np.nanmin(np.where(labelled, x, big), axis=1), -0.5)
+        x1 = np.where(has, np.nanmax(np.where(labelled, x, -big), axis=1), sizes[:, 0] - 0.5)
+        y0 = np.where(has, np.nanmin(np.where(labelled, y, big), axis=1), -0.5)
+        y1 = np.where(has, np.nanmax(np.where(labelled, y, -big), axis=1), sizes[:, 1] - 0.5)
+    m = np.where(has, margin, 0.0)
+    x0 = np.clip(x0 - m, -0.5, sizes[:, 0] - 0.5)
+    y0 = np.clip(y0 - m, -0.5, sizes[:, 1] - 0.5)
+    x1 = np.clip(x1 + m, -0.5, sizes[:, 0] - 0.5)
+    y1 = np.clip(y1 + m, -0.5, sizes[:, 1] - 0.5)
+    return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)

@@ -1,0 +1,1 @@
+"""The DALI pipeline and the PyTorch-facing loader."""

@@ -1,0 +1,1 @@
+"""Thin PyTorch trainers, models, losses and metrics."""

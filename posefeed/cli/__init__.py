@@ -8,7 +8,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 
 def _register() -> None:
-    from posefeed.cli import inspect  # noqa: F401,PLC0415  (each module adds its command)
+    """Import the command modules; each adds its command to ``app``."""
+    # one line per command module, e.g.:  from posefeed.cli import inspect  # noqa: F401
 
 
 def main() -> None:

@@ -50,6 +50,8 @@ class PoseTable:
         root: folder the ``image`` paths are relative to.
         problems: non-fatal problems found while loading (e.g. keypoints outside the
             image, set to ``v = 0``), one readable line each.
+        unique_bodyparts: DeepLabCut multi-animal "unique" bodyparts (labelled on the
+            ``"single"`` individual's rows); empty otherwise.
     """
 
     frame: pd.DataFrame
@@ -58,12 +60,18 @@ class PoseTable:
     skeleton: list[tuple[int, int]] = field(default_factory=list)
     root: Path = Path(".")
     problems: list[str] = field(default_factory=list)
+    unique_bodyparts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.bodyparts = [str(b) for b in self.bodyparts]
         self.flip_pairs = [(int(a), int(b)) for a, b in self.flip_pairs]
         self.skeleton = [(int(a), int(b)) for a, b in self.skeleton]
         self.root = Path(self.root)
+        self.unique_bodyparts = [str(b) for b in self.unique_bodyparts]
+        unknown = [b for b in self.unique_bodyparts if b not in self.bodyparts]
+        if unknown:
+            raise AnnotationError(f"unique bodyparts {unknown} are not bodyparts",
+                                  field="unique_bodyparts")
         clash = set(self.bodyparts) & set(META_COLUMNS)
         if clash:
             raise AnnotationError(f"bodypart names {sorted(clash)} clash with reserved columns",
@@ -96,6 +104,7 @@ class PoseTable:
         skeleton: Iterable[tuple[int, int]] = (),
         root: str | Path = ".",
         problems: Sequence[str] = (),
+        unique_bodyparts: Sequence[str] = (),
     ) -> "PoseTable":
         """Build from arrays: ``keypoints (N, K, 3)``, ``image_sizes (N, 2)`` as (width, height),
         ``bboxes (N, 4)`` xywh (computed from the labelled keypoints when omitted)."""
@@ -124,7 +133,7 @@ class PoseTable:
                 data[(bp, coord)] = kp[:, k, c]
         frame = pd.DataFrame(data, columns=table_columns(bodyparts))
         return cls(frame, list(bodyparts), list(flip_pairs), list(skeleton), Path(root),
-                   list(problems))
+                   list(problems), list(unique_bodyparts))
 
     # -- views --------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -174,7 +183,38 @@ class PoseTable:
         """A new table with the given rows (same bodyparts, pairs, root)."""
         frame = self.frame.iloc[np.asarray(rows, dtype=np.int64)].reset_index(drop=True)
         return PoseTable(frame, list(self.bodyparts), list(self.flip_pairs), list(self.skeleton),
-                         self.root, list(self.problems))
+                         self.root, list(self.problems), list(self.unique_bodyparts))
+
+    def split(self, train_fraction: float = 0.95, seed: int = 0
+              ) -> tuple["PoseTable", "PoseTable"]:
+        """``(train, test)`` split by image, like DeepLabCut's shuffles (same rule, not its
+        RNG stream): the unique images are permuted with ``seed`` (NumPy ``default_rng``) and
+        the first ``round(train_fraction * n_images)`` go to train. All instances of an image
+        land on the same side; rows keep their table order."""
+        if not 0.0 <= float(train_fraction) <= 1.0:
+            raise ValueError(f"train_fraction {train_fraction} outside [0, 1]")
+        images = self.images
+        n_train = int(round(float(train_fraction) * len(images)))
+        perm = np.random.default_rng(seed).permutation(len(images))
+        train_images = {images[i] for i in perm[:n_train]}
+        in_train = self.frame[("image", "")].isin(sorted(train_images)).to_numpy()
+        return self.subset(np.flatnonzero(in_train)), self.subset(np.flatnonzero(~in_train))
+
+    def to_dlc(self, path: str | Path, *, scorer: str = "posefeed",
+               multianimal: bool | None = None) -> Path:
+        """Write a DeepLabCut CollectedData ``.h5`` or ``.csv`` (by suffix); multi-animal
+        header when rows have named individuals or several instances per image. DeepLabCut
+        has no occlusion flag: ``v = 1`` reads back as ``v = 2``."""
+        from posefeed.datasets.dlc import write_dlc  # noqa: PLC0415 - dlc imports table
+
+        return write_dlc(self, path, scorer=scorer, multianimal=multianimal)
+
+    def to_coco(self, path: str | Path, *, category: str = "person") -> Path:
+        """Write a COCO keypoints JSON (``file_name`` relative to the JSON's folder).
+        Rows with no labelled keypoint are written but, like MMPose, not read back."""
+        from posefeed.datasets.coco import write_coco  # noqa: PLC0415 - coco imports table
+
+        return write_coco(self, path, category=category)
 
 
 def bbox_from_keypoints(keypoints: np.ndarray, image_sizes: np.ndarray,

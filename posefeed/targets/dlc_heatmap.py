@@ -1,0 +1,249 @@
+"""DeepLabCut 3.x heatmap + location-refinement targets, vectorised (no Python loops)."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from posefeed.targets._common import (
+    Array,
+    as_keypoints,
+    gather2d,
+    heatmap_argmax,
+    size_pair,
+    split_keypoints,
+    to_backend,
+)
+from posefeed.targets.base import Codec
+
+_BIG = 1.0e7  # coordinates are clipped to +-_BIG px before window arithmetic (never drawn there)
+
+
+class DLCHeatmap(Codec):
+    r"""DeepLabCut 3.x ``HeatmapGaussianGenerator`` / ``HeatmapPlateauGenerator`` targets.
+
+    Grid: cell ``(i, j)`` of the ``(W, H)`` map has centre ``gx = int(j*stride + stride/2)``,
+    ``gy = int(i*stride + stride/2)`` in input pixels; DLC writes the float into an integer
+    ``np.mgrid`` array, so the value is *truncated* (stride 3: 1, 4, 7, ...). With the
+    distance threshold :math:`t` (``pos_dist_thresh``, px), :math:`\sigma = 2t/3` and
+    :math:`d^2 = (g_x - x)^2 + (g_y - y)^2`:
+
+    * ``mode="gaussian"``: ``heatmap = max_n exp(-d^2 / (2 sigma^2))`` over the full map;
+    * ``mode="plateau"``: ``heatmap = 1`` where ``d^2 <= t^2`` for some instance, else 0.
+    * ``locref`` channel ``2k`` is ``(x - gx) / locref_std``, ``2k+1`` is
+      ``(y - gy) / locref_std``; ``locref_weight`` (both channels) is 1 where
+      ``d^2 <= t^2`` for some instance, else 0.
+
+    Overlapping individuals (DLC's loop order, reproduced exactly): the heatmap and the mask
+    take the max / union over instances, and the locref value comes from the **last**
+    instance (highest index ``n``) that writes it. In gaussian mode DLC writes the locref of
+    every visible instance over the *whole* map, so the last visible instance wins
+    everywhere (also outside the mask, where the weight is 0); in plateau mode each instance
+    writes only inside its own disk, so on overlaps the last instance wins and outside all
+    disks the locref is 0.
+
+    Visibility ``v`` (DLC): ``v > 0`` draws; ``v == -1`` sets ``heatmap_weight`` to 0 on the
+    whole map of that keypoint (for that sample, whatever the other instances are);
+    ``v == 0`` (missing / padding) draws nothing and leaves the weight at 1. Note: DLC's
+    current source also zeroes the weight for ``v == 0``; posefeed pads instances with
+    ``v = 0`` rows, under which that rule would mute every keypoint of a frame with fewer
+    than ``N`` animals, so it is off by default (``zero_weight_unlabeled=True`` turns it on).
+    NaN coordinates never draw.
+
+    Cost (NumPy): the Gaussian map is an outer product of per-axis exponentials (one pass
+    over the output; ``N > 1`` needs an ``N``-times temporary before the max); masks and
+    plateaus are scattered from a window of ``ceil((2t+1)/stride) + 4`` cells around each
+    keypoint. CuPy input uses one fused kernel (``posefeed.targets.kernels``).
+
+    Args:
+        stride: input pixels per heatmap cell (may be odd or fractional).
+        heatmap_size: heatmap ``(W, H)`` in cells (DLC takes it from the model output).
+        mode: ``"gaussian"`` or ``"plateau"``.
+        pos_dist_thresh: :math:`t` in input pixels (DLC default 17).
+        locref_std: locref scale in input pixels (DLC default 7.2801).
+        locref: also produce ``locref`` / ``locref_weight``.
+        zero_weight_unlabeled: DLC's ``v == 0`` -> weight 0 rule (see above).
+        use_kernel: on CuPy input use the fused CUDA kernel (``False`` forces the vectorised
+            CuPy path).
+    """
+
+    name = "dlc"
+
+    def __init__(
+        self,
+        stride: float,
+        heatmap_size: tuple[int, int],
+        mode: str = "gaussian",
+        pos_dist_thresh: float = 17,
+        locref_std: float = 7.2801,
+        locref: bool = True,
+        zero_weight_unlabeled: bool = False,
+        use_kernel: bool = True,
+    ) -> None:
+        self.stride = float(stride)
+        if self.stride <= 0:
+            raise ValueError(f"stride must be positive; got {stride!r}")
+        self.heatmap_size = size_pair(heatmap_size, "heatmap_size")
+        if mode not in ("gaussian", "plateau"):
+            raise ValueError(f"mode must be 'gaussian' or 'plateau'; got {mode!r}")
+        self.mode = mode
+        self.pos_dist_thresh = float(pos_dist_thresh)
+        self.std = 2.0 * self.pos_dist_thresh / 3.0
+        self.locref_std = float(locref_std)
+        self.locref_scale = 1.0 / self.locref_std
+        self.locref = bool(locref)
+        self.zero_weight_unlabeled = bool(zero_weight_unlabeled)
+        self.use_kernel = bool(use_kernel)
+        w, h = self.heatmap_size
+        s = self.stride
+        # DLC: grid[:, :, k] = grid * stride + stride / 2 assigned into an int64 mgrid -> trunc
+        self.grid_x = (np.arange(w) * s + s / 2).astype(np.int64)
+        self.grid_y = (np.arange(h) * s + s / 2).astype(np.int64)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        if self.locref:
+            return ("heatmap", "heatmap_weight", "locref", "locref_weight")
+        return ("heatmap", "heatmap_weight")
+
+    def __repr__(self) -> str:
+        return (f"DLCHeatmap(stride={self.stride}, heatmap_size={self.heatmap_size}, mode={self.mode!r}, "
+                f"pos_dist_thresh={self.pos_dist_thresh}, locref_std={self.locref_std}, locref={self.locref})")
+
+    # ------------------------------------------------------------------ encode
+    def _prepare(self, keypoints: Array) -> tuple[Any, Array, Array, Array, Array]:
+        xp, x, y, v = split_keypoints(keypoints)
+        vis = v > 0
+        ignore = v == -1
+        if self.zero_weight_unlabeled:
+            ignore = ignore | (v == 0)
+        weight = (~ignore.any(axis=1)).astype(xp.float32)  # (B, K)
+        return xp, x, y, vis, weight
+
+    def encode(self, keypoints: Array) -> dict[str, Array]:
+        """``keypoints (B, N, K, 3)`` in input pixels -> ``heatmap (B, K, H, W)``,
+        ``heatmap_weight (B, K, H, W)`` and, with ``locref``, ``locref (B, 2K, H, W)``,
+        ``locref_weight (B, 2K, H, W)``; float32, same array module as the input."""
+        xp, kp = as_keypoints(keypoints)
+        if self.use_kernel and xp.__name__ == "cupy":
+            from posefeed.targets import kernels  # noqa: PLC0415
+
+            return kernels.dlc_targets(self, kp)
+        xp, x, y, vis, weight = self._prepare(kp)
+        b, n, k = x.shape
+        w, h = self.heatmap_size
+        gx = xp.asarray(self.grid_x, dtype=xp.float64)
+        gy = xp.asarray(self.grid_y, dtype=xp.float64)
+        x64 = x.astype(xp.float64)
+        y64 = y.astype(xp.float64)
+
+        out: dict[str, Array] = {}
+        hw = xp.empty((b, k, h, w), dtype=xp.float32)
+        hw[...] = weight[:, :, None, None]
+
+        cells = self._support(xp, x64, y64, vis, gx, gy)  # entries (b, n, k, row, col)
+        if self.mode == "gaussian":
+            c = 1.0 / (2.0 * self.std * self.std)
+            dx = gx - x64[..., None]
+            dy = gy - y64[..., None]
+            ex = xp.where(vis[..., None], xp.exp(-(dx * dx) * c), 0.0).astype(xp.float32)
+            ey = xp.where(vis[..., None], xp.exp(-(dy * dy) * c), 0.0).astype(xp.float32)
+            if n == 1:
+                hm = ey[:, 0, :, :, None] * ex[:, 0, :, None, :]
+            else:
+                hm = (ey[..., :, None] * ex[..., None, :]).max(axis=1)
+        else:
+            hm = xp.zeros((b, k, h, w), dtype=xp.float32)
+            bi, _, ki, ri, ci = cells
+            hm[bi, ki, ri, ci] = 1.0
+        out["heatmap"] = hm
+        out["heatmap_weight"] = hw
+        if not self.locref:
+            return out
+
+        bi, ni, ki, ri, ci = cells
+        mask = xp.zeros((b, k, 2, h, w), dtype=xp.float32)
+        mask[bi, ki, 0, ri, ci] = 1.0
+        mask[bi, ki, 1, ri, ci] = 1.0
+        scale = self.locref_scale
+        if self.mode == "gaussian":
+            # the last visible instance writes the whole map
+            nidx = xp.arange(n)[None, :, None]
+            last = xp.where(vis, nidx, -1).max(axis=1)  # (B, K)
+            has = last >= 0
+            sel = xp.clip(last, 0, None)[:, None, :]
+            xl = xp.take_along_axis(x64, sel, axis=1)[:, 0]
+            yl = xp.take_along_axis(y64, sel, axis=1)[:, 0]
+            lx = xp.where(has[..., None], (xl[..., None] - gx) * scale, 0.0).astype(xp.float32)
+            ly = xp.where(has[..., None], (yl[..., None] - gy) * scale, 0.0).astype(xp.float32)
+            loc = xp.empty((b, k, 2, h, w), dtype=xp.float32)
+            loc[:, :, 0] = lx[:, :, None, :]
+            loc[:, :, 1] = ly[:, :, :, None]
+        else:
+            # inside each disk; on overlaps the highest instance index wins
+            loc = xp.zeros((b, k, 2, h, w), dtype=xp.float32)
+            cell = ((bi * k + ki) * h + ri) * w + ci
+            order = xp.argsort(cell * n + ni)
+            cs = cell[order]
+            last = xp.ones(cs.shape, dtype=bool)
+            if cs.size:
+                last[:-1] = cs[1:] != cs[:-1]
+            sel = order[last]
+            bs, ns, ks, rs, cs_ = bi[sel], ni[sel], ki[sel], ri[sel], ci[sel]
+            loc[bs, ks, 0, rs, cs_] = ((x64[bs, ns, ks] - gx[cs_]) * scale).astype(xp.float32)
+            loc[bs, ks, 1, rs, cs_] = ((y64[bs, ns, ks] - gy[rs]) * scale).astype(xp.float32)
+        out["locref"] = loc.reshape(b, 2 * k, h, w)
+        out["locref_weight"] = mask.reshape(b, 2 * k, h, w)
+        return out
+
+    def _support(self, xp: Any, x64: Array, y64: Array, vis: Array, gx: Array, gy: Array):
+        """Cells with ``d^2 <= t^2`` for each visible instance, as index arrays
+        ``(b, n, k, row, col)``. Only a window of ``ceil((2t+1)/stride) + 4`` cells around
+        each keypoint is tested (the disk cannot reach further: gx >= j*s + s/2 - 1)."""
+        w, h = self.heatmap_size
+        s, t = self.stride, self.pos_dist_thresh
+        span = int(math.ceil((2 * t + 1) / s)) + 4
+        sw, sh = min(span, w), min(span, h)
+        xc = xp.clip(x64, -_BIG, _BIG)
+        yc = xp.clip(y64, -_BIG, _BIG)
+        c0 = xp.clip(xp.floor((xc - t) / s - 0.5) - 1, 0, w - sw).astype(xp.int64)
+        r0 = xp.clip(xp.floor((yc - t) / s - 0.5) - 1, 0, h - sh).astype(xp.int64)
+        cols = c0[..., None] + xp.arange(sw)  # (B, N, K, sw)
+        rows = r0[..., None] + xp.arange(sh)
+        dx = gx[cols] - x64[..., None]
+        dy = gy[rows] - y64[..., None]
+        d2 = (dy * dy)[..., :, None] + (dx * dx)[..., None, :]
+        m = (d2 <= t * t) & vis[..., None, None]
+        bi, ni, ki, ii, jj = xp.nonzero(m)
+        return bi, ni, ki, rows[bi, ni, ki, ii], cols[bi, ni, ki, jj]
+
+    # ------------------------------------------------------------------ decode
+    def decode(self, heatmap: Any, locref: Any = None, dlc_grid: bool = False) -> tuple[Any, Any]:
+        """``heatmap (..., K, H, W)`` and optionally ``locref (..., 2K, H, W)`` (NumPy, CuPy
+        or torch; apply the sigmoid first if the model outputs logits) -> ``keypoints
+        (..., K, 2)`` in input pixels and ``scores (..., K)`` (the heatmap maxima).
+
+        ``x = gx[argmax] + locref_x * locref_std`` (likewise y). ``gx`` is the encoder's
+        truncated grid, so encode -> decode is exact up to float32 rounding for every
+        stride; DLC's predictor uses ``argmax*stride + stride/2`` instead, which differs by
+        0.5 px for odd strides (``dlc_grid=True`` reproduces it)."""
+        xp, (hm, lr), wrap = to_backend(heatmap, locref)
+        hm = hm.astype(xp.float32)
+        col, row, score = heatmap_argmax(xp, hm)
+        s = self.stride
+        if dlc_grid:
+            px = col.astype(xp.float32) * xp.float32(s) + xp.float32(s / 2)
+            py = row.astype(xp.float32) * xp.float32(s) + xp.float32(s / 2)
+        else:
+            px = xp.asarray(self.grid_x, dtype=xp.float32)[col]
+            py = xp.asarray(self.grid_y, dtype=xp.float32)[row]
+        if lr is not None:
+            lr = lr.astype(xp.float32)
+            *lead, c2, h, w = lr.shape
+            lr = lr.reshape(*lead, c2 // 2, 2, h, w)
+            std = xp.float32(self.locref_std)
+            px = px + gather2d(xp, lr[..., 0, :, :], row, col) * std
+            py = py + gather2d(xp, lr[..., 1, :, :], row, col) * std
+        kp = xp.stack([px, py], axis=-1).astype(xp.float32)
+        return wrap(kp), wrap(score)

@@ -1,1 +1,8 @@
 """The DALI pipeline and the PyTorch-facing loader."""
+from posefeed.pipelines.augment import AugmentConfig, config_for_epoch, rtmpose_schedule
+from posefeed.pipelines.cache import CacheTooLarge
+from posefeed.pipelines.loader import PoseLoader
+from posefeed.pipelines.source import BadImageError
+
+__all__ = ["AugmentConfig", "BadImageError", "CacheTooLarge", "PoseLoader", "config_for_epoch",
+           "rtmpose_schedule"]

@@ -1,0 +1,163 @@
+"""The DALI graph: decode -> affine crop -> HSV -> blur -> median blur -> dropout ->
+normalise -> targets. All random parameters come from the sample source (per sample), so
+the graph holds no randomness and no state.
+
+GPU: "mixed" decode, then DALI ops (``warp_affine``, ``hsv``, ``filter``,
+``experimental.median_blur``, ``erase``) and the codecs on CuPy. CPU (default
+``cpu_backend="opencv"``): ROI decode of the region the crop reads, then one OpenCV batch
+stage for crop + photometric (`posefeed.pipelines.opencv_ops`), then normalise and the codecs
+on NumPy. ``cpu_backend="dali"`` runs the GPU graph's ops on the CPU instead.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Sequence
+
+import nvidia.dali.fn as fn
+import nvidia.dali.types as types
+from nvidia.dali import pipeline_def
+
+from posefeed.pipelines.opencv_ops import OpenCVCrop
+from posefeed.pipelines.source import OUTPUTS, SourceFn
+from posefeed.targets.base import Codec
+
+#: ImageNet mean / std in 0..255 units (RGB)
+MEAN = (123.675, 116.28, 103.53)
+STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """Static choices that shape the graph (changing one means building a new pipeline).
+
+    ``frames``: None (encoded bytes, decoded in the graph), "host" (decoded frames from a CPU
+    cache) or "device" (decoded frames already on the GPU).
+    ``cpu_backend``: on CPU, "opencv" (crop + photometric in one OpenCV batch stage, fast) or
+    "dali" (DALI ops, as on the GPU).
+    ``roi``: decode only the region the crop reads (JPEG ROI decode); the source must then
+    emit matrices relative to that region (``SourceSpec.roi``).
+    ``opencv_decode``: with the opencv backend, decode with ``cv2.imdecode`` inside the OpenCV
+    stage instead of DALI's decoder (PNG datasets).
+    """
+
+    device: str                       # "cpu" | "gpu"
+    input_size: tuple[int, int]       # (w, h)
+    image_dtype: str = "float32"      # "float32" | "uint8"
+    frames: str | None = None
+    cpu_backend: str = "opencv"
+    roi: bool = False
+    opencv_decode: bool = False       # CPU opencv backend: decode (PNG) inside the OpenCV stage
+
+    @property
+    def opencv(self) -> bool:
+        return self.device == "cpu" and self.cpu_backend == "opencv"
+
+
+class SplitSource:
+    """Splits the source's tuple into two DALI external sources (images, which may live on the
+    GPU, and the CPU parameters), whichever DALI calls first; batches stay paired."""
+
+    def __init__(self, source: SourceFn):
+        self.source = source
+        self._images: deque = deque()
+        self._params: deque = deque()
+
+    def _pull(self) -> None:
+        out = self.source()
+        self._images.append(out[0])
+        self._params.append(tuple(out[1:]))
+
+    def images(self):
+        if not self._images:
+            self._pull()
+        return self._images.popleft()
+
+    def params(self):
+        if not self._params:
+            self._pull()
+        return self._params.popleft()
+
+
+def output_names(codecs: Sequence[Codec]) -> list[str]:
+    """Batch dict keys after the fixed ones: each codec's outputs, ``name/output`` when two
+    codecs share an output name."""
+    seen: dict[str, int] = {}
+    for c in codecs:
+        for o in c.output_names:
+            seen[o] = seen.get(o, 0) + 1
+    return [o if seen[o] == 1 else f"{c.name}/{o}" for c in codecs for o in c.output_names]
+
+
+def build_pipeline(spec: GraphSpec, source: SourceFn, codecs: Sequence[Codec], batch_size: int,
+                   num_threads: int, device_id: int | None, prefetch: int = 2):
+    """Build the (not yet started) DALI pipeline. Outputs, in order: image, keypoints, index,
+    affine, then each codec's outputs (see `output_names`)."""
+    gpu = spec.device == "gpu"
+    w, h = spec.input_size
+
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads,
+                  device_id=device_id if gpu else None, enable_conditionals=True,
+                  prefetch_queue_depth=prefetch)
+    def pose_pipeline():
+        split = SplitSource(source)
+        images = fn.external_source(source=split.images, batch=True,
+                                    layout="HWC" if spec.frames else "",
+                                    device="gpu" if spec.frames == "device" else "cpu")
+        p = dict(zip(OUTPUTS[1:], fn.external_source(source=split.params,
+                                                      num_outputs=len(OUTPUTS) - 1, batch=True)))
+        # decode (RGB): "mixed" = nvJPEG on the GPU (PNG decodes on CPU threads either way);
+        # with spec.roi only the region the crop reads (JPEG ROI decode)
+        if spec.frames is None and spec.opencv and spec.opencv_decode:
+            frames = images                     # bytes: decoded in the OpenCV stage
+        elif spec.frames is None:
+            if spec.roi:
+                frames = fn.decoders.image_slice(images, p["roi_anchor"], p["roi_shape"],
+                                                 normalized_anchor=False, normalized_shape=False,
+                                                 axis_names="WH", output_type=types.RGB,
+                                                 device="mixed" if gpu else "cpu")
+            else:
+                frames = fn.decoders.image(images, device="mixed" if gpu else "cpu",
+                                           output_type=types.RGB)
+        elif gpu and spec.frames == "host":
+            frames = images.gpu()
+        else:
+            frames = images
+        if spec.opencv:
+            # affine crop + YOLOX HSV + blur + median blur + dropout: OpenCV, thread pool
+            crop = fn.python_function(frames, p["crop_affine"], p["hsv_lut"], p["hsv_on"],
+                                      p["blur_size"], p["median_size"], p["drop_box"],
+                                      function=OpenCVCrop(spec.input_size, num_threads),
+                                      batch_processing=True, output_layouts="HWC")
+        else:
+            # affine crop: one matrix per sample (output -> input, pixel corners), black border
+            crop = fn.warp_affine(frames, matrix=p["warp"], size=(h, w), fill_value=0,
+                                  interp_type=types.INTERP_LINEAR)
+            crop = fn.hsv(crop, hue=p["hue"], saturation=p["saturation"], value=p["value"])
+            if p["blur"]:
+                kernel = p["blur_kernel"].gpu() if gpu else p["blur_kernel"]
+                crop = fn.filter(crop, kernel, border="reflect_101")
+            if p["median"]:
+                if gpu:
+                    crop = fn.experimental.median_blur(crop, window_size=p["median_window"])
+                else:  # no CPU median filter in DALI: a box blur of the same size instead
+                    crop = fn.filter(crop, p["median_kernel"], border="reflect_101")
+            crop = fn.erase(crop, anchor=p["drop_anchor"], shape=p["drop_shape"],
+                            axis_names="HW", fill_value=0)
+        if spec.image_dtype == "uint8":
+            image = fn.transpose(crop, perm=[2, 0, 1], output_layout="CHW")
+        else:
+            image = fn.crop_mirror_normalize(crop, dtype=types.FLOAT, output_layout="CHW",
+                                             mean=list(MEAN), std=list(STD))
+        keypoints, index, affine = p["keypoints"], p["index"], p["affine"]
+        if gpu:
+            keypoints, index, affine = keypoints.gpu(), index.gpu(), affine.gpu()
+        targets = []
+        for codec in codecs:
+            outs = fn.python_function(keypoints, function=codec.dali_function(),
+                                      batch_processing=True, num_outputs=len(codec.output_names),
+                                      device=spec.device)
+            targets += list(outs) if isinstance(outs, (list, tuple)) else [outs]
+        return (image, keypoints, index, affine, *targets)
+
+    return pose_pipeline()

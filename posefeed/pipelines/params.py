@@ -1,0 +1,218 @@
+"""Per-batch augmentation parameters, sampled vectorised in NumPy from one generator.
+
+`sample_batch` is a pure function of its inputs and the generator state: the loader seeds the
+generator with ``(seed, epoch, batch_index, shard)``, so every batch is reproducible and a
+resumed loader continues exactly. Keypoints are transformed here with the same matrix the
+DALI graph warps the image with, so they are exact (no resampling) before targets see them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from posefeed.pipelines.augment import AugmentConfig
+from posefeed.pipelines.geometry import (box_center_scale, crop_matrices, fix_aspect,
+                                         flip_matrices, inside, transform_points,
+                                         truncated_normal)
+
+#: largest blur kernel; smaller box kernels are zero-padded to this size (same result)
+MAX_KERNEL = 7
+
+COCO_UPPER = tuple(range(11))      # nose .. right_wrist
+COCO_LOWER = tuple(range(11, 17))  # hips, knees, ankles
+
+
+@dataclass
+class BatchParams:
+    """Sampled parameters and transformed keypoints for one batch of B samples.
+
+    Geometry: ``forward``/``inverse`` ``(B, 3, 3)`` (image pixels <-> input pixels),
+    ``keypoints (B, N, K, 3)`` float32 in input pixels, ``flip``, ``half_body`` (B,) bool,
+    ``shift (B, 2)`` (fraction of the box size), ``scale (B,)``, ``rotation (B,)`` degrees.
+    Photometric: ``hue_gain, saturation_gain, value_gain (B,)`` int (OpenCV units, YOLOX),
+    ``blur``/``median`` (B,) bool with ``blur_size``/``median_size`` (B,) odd ints,
+    ``dropout`` (B,) bool with ``dropout_box (B, 4)`` int ``(y, x, h, w)`` input pixels.
+    """
+
+    forward: np.ndarray
+    inverse: np.ndarray
+    keypoints: np.ndarray
+    flip: np.ndarray
+    half_body: np.ndarray
+    shift: np.ndarray
+    scale: np.ndarray
+    rotation: np.ndarray
+    hue_gain: np.ndarray
+    saturation_gain: np.ndarray
+    value_gain: np.ndarray
+    blur: np.ndarray
+    blur_size: np.ndarray
+    median: np.ndarray
+    median_size: np.ndarray
+    dropout: np.ndarray
+    dropout_box: np.ndarray
+
+
+def flip_permutation(num_keypoints: int, flip_pairs) -> np.ndarray:
+    """``perm (K,)``: after a flip, output channel ``k`` takes keypoint ``perm[k]``."""
+    perm = np.arange(num_keypoints)
+    for a, b in flip_pairs:
+        perm[a], perm[b] = b, a
+    return perm
+
+
+def half_body_sets(bodyparts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Upper / lower body masks ``(K,)`` for half-body augmentation.
+
+    COCO-17 (recognised by its keypoint names) uses MMPose's sets (indices 0-10 upper,
+    11-16 lower). Other tables have no anatomical sets, so the keypoint order is split in
+    halves (first ``ceil(K / 2)`` upper). Half-body needs ``half_body_min_keypoints`` (9)
+    labelled keypoints, so tables with fewer keypoints never use it.
+    """
+    k = len(bodyparts)
+    upper = np.zeros(k, dtype=bool)
+    names = [b.lower() for b in bodyparts]
+    if k == 17 and names[0] == "nose" and "left_hip" in names[11:13]:
+        upper[list(COCO_UPPER)] = True
+    else:
+        upper[: (k + 1) // 2] = True
+    return upper, ~upper
+
+
+def box_kernels(sizes: np.ndarray) -> np.ndarray:
+    """``(B, 7, 7)`` float32 box-blur kernels of odd ``sizes (B,)``, zero-padded to 7x7."""
+    r = np.abs(np.arange(MAX_KERNEL) - MAX_KERNEL // 2)
+    half = (np.asarray(sizes) // 2)[:, None]
+    line = (r[None, :] <= half).astype(np.float32)                      # (B, 7)
+    k = line[:, :, None] * line[:, None, :]
+    return (k / k.sum(axis=(1, 2), keepdims=True)).astype(np.float32)
+
+
+def sample_batch(rng: np.random.Generator, cfg: AugmentConfig, mode: str,
+                 keypoints: np.ndarray, bboxes: np.ndarray, image_sizes: np.ndarray,
+                 input_size: tuple[int, int], flip_perm: np.ndarray,
+                 upper: np.ndarray, lower: np.ndarray) -> BatchParams:
+    """Sample one batch's augmentation and move its keypoints.
+
+    Args:
+        keypoints: ``(B, N, K, 3)`` original keypoints (image pixels; padding rows v = 0).
+        bboxes: ``(B, 4)`` xywh instance boxes (topdown) - ignored in frame mode.
+        image_sizes: ``(B, 2)`` (w, h) of each sample's image.
+        input_size: network input (w, h).
+        flip_perm, upper, lower: from `flip_permutation` and `half_body_sets`.
+    """
+    b, n, k, _ = keypoints.shape
+    kp = np.nan_to_num(np.asarray(keypoints, dtype=np.float64))
+    sizes = np.asarray(image_sizes, dtype=np.float64).reshape(b, 2)
+    w_in, h_in = input_size
+    # -- draws, in a fixed order (independent of the config values) ----------------------
+    u_flip = rng.random(b)
+    u_half, u_upper = rng.random(b), rng.random(b)
+    z_shift, u_shift = truncated_normal(rng, (b, 2)), rng.random(b)
+    z_scale, u_scale = truncated_normal(rng, b), rng.random(b)
+    z_rot, u_rot = truncated_normal(rng, b), rng.random(b)
+    u_crop, u_crop_shift = rng.random((b, n * k)), rng.uniform(-1.0, 1.0, (b, 2))
+    u_hsv, u_hsv_on = rng.uniform(-1.0, 1.0, (b, 3)), rng.integers(0, 2, (b, 3))
+    u_blur, i_blur = rng.random(b), rng.integers(0, 1 << 30, b)
+    u_med, i_med = rng.random(b), rng.integers(0, 1 << 30, b)
+    u_drop, u_hole = rng.random(b), rng.random((b, 4))
+
+    # -- flip: mirror the source frame, swap left/right channels -------------------------
+    flip = u_flip < cfg.flip_prob
+    fm = flip_matrices(flip, sizes[:, 0])
+    kp_f = kp.copy()
+    kp_f[..., :2] = transform_points(fm, kp[..., :2])
+    kp_f[flip] = kp_f[flip][:, :, flip_perm]
+    labelled = kp_f[..., 2] > 0                                              # (B, N, K)
+
+    # -- the box -------------------------------------------------------------------------
+    if mode == "topdown":
+        center, size = box_center_scale(bboxes, padding=1.25)
+        center[:, 0] = np.where(flip, sizes[:, 0] - 1.0 - center[:, 0], center[:, 0])
+        half_body = _half_body(cfg, kp_f[:, 0], labelled[:, 0], u_half, u_upper, upper, lower)
+        hb_center, hb_size, hb = half_body
+        center = np.where(hb[:, None], hb_center, center)
+        size = np.where(hb[:, None], hb_size, size)
+        half_body = hb
+    else:
+        half_body = np.zeros(b, dtype=bool)
+        center = (sizes - 1.0) / 2.0
+        size = sizes.copy()
+        if cfg.crop_size is not None:
+            crop = np.asarray(cfg.crop_size, dtype=np.float64)
+            flat = labelled.reshape(b, n * k)
+            pick = np.argmax(np.where(flat, u_crop, -1.0), axis=1)
+            has = flat.any(axis=1)
+            anchor = kp_f[..., :2].reshape(b, n * k, 2)[np.arange(b), pick]
+            c = anchor + u_crop_shift * cfg.crop_shift * crop
+            lo, hi = crop / 2.0 - 0.5, sizes - 0.5 - crop / 2.0
+            c = np.where(lo <= hi, np.clip(c, lo, np.maximum(hi, lo)), center)
+            center = np.where(has[:, None], c, center)
+            size = np.broadcast_to(crop, (b, 2)).copy()
+
+    shift = np.where((u_shift < cfg.shift_prob)[:, None], z_shift * cfg.shift_factor, 0.0)
+    center = center + shift * size
+    lo_s, hi_s = cfg.scale_range
+    scale = np.where(u_scale < cfg.scale_prob, z_scale * (hi_s - lo_s) / 2 + (hi_s + lo_s) / 2,
+                     1.0)
+    size = size * scale[:, None]
+    rotation = np.where(u_rot < cfg.rotate_prob, z_rot * cfg.rotate_factor, 0.0)
+    if mode == "topdown":
+        size = fix_aspect(size, w_in / h_in)
+    crop_m = crop_matrices(center, size, rotation, input_size)
+    forward = crop_m @ fm
+    inverse = np.linalg.inv(forward)
+
+    out = kp_f.copy()
+    out[..., :2] = transform_points(crop_m, kp_f[..., :2])
+    out[..., 2] = np.where(inside(out[..., :2], input_size), out[..., 2], 0.0)
+
+    # -- photometric ---------------------------------------------------------------------
+    deltas = np.array([cfg.hue_delta, cfg.saturation_delta, cfg.value_delta])
+    gains = np.trunc(u_hsv * deltas * u_hsv_on).astype(np.int64)
+    sizes_b = np.asarray(cfg.blur_sizes or (3,))
+    sizes_m = np.asarray(cfg.median_blur_sizes or (3,))
+    # albumentations CoarseDropout with float limits: int(size * uniform(lo, hi))
+    lo_d, hi_d = cfg.dropout_size
+    hole_h = (h_in * (lo_d + u_hole[:, 0] * (hi_d - lo_d))).astype(np.int64)
+    hole_w = (w_in * (lo_d + u_hole[:, 1] * (hi_d - lo_d))).astype(np.int64)
+    hole_y = _randint(u_hole[:, 2], 0, h_in - hole_h)
+    hole_x = _randint(u_hole[:, 3], 0, w_in - hole_w)
+    return BatchParams(
+        forward=forward, inverse=inverse, keypoints=out.astype(np.float32), flip=flip,
+        half_body=half_body, shift=shift, scale=scale, rotation=rotation,
+        hue_gain=gains[:, 0], saturation_gain=gains[:, 1], value_gain=gains[:, 2],
+        blur=u_blur < cfg.blur_prob, blur_size=sizes_b[i_blur % len(sizes_b)],
+        median=u_med < cfg.median_blur_prob, median_size=sizes_m[i_med % len(sizes_m)],
+        dropout=u_drop < cfg.dropout_prob,
+        dropout_box=np.stack([hole_y, hole_x, hole_h, hole_w], axis=1))
+
+
+def _randint(u: np.ndarray, lo, hi) -> np.ndarray:
+    """Integers uniform in ``[lo, hi]`` (inclusive, per element) from uniforms ``u`` in [0, 1)."""
+    lo = np.asarray(lo, dtype=np.int64)
+    hi = np.maximum(np.asarray(hi, dtype=np.int64), lo)
+    return lo + np.minimum((u * (hi - lo + 1)).astype(np.int64), hi - lo)
+
+
+def _half_body(cfg: AugmentConfig, kp: np.ndarray, labelled: np.ndarray, u_half: np.ndarray,
+               u_upper: np.ndarray, upper: np.ndarray, lower: np.ndarray):
+    """MMPose ``RandomHalfBody`` for ``kp (B, K, 3)``: returns centre (B, 2), size (B, 2) and
+    the applied mask (B,)."""
+    n_up = (labelled & upper).sum(axis=1)
+    n_lo = (labelled & lower).sum(axis=1)
+    enough = (labelled.sum(axis=1) >= cfg.half_body_min_keypoints) & (u_half < cfg.half_body_prob)
+    up_ok, lo_ok = n_up >= cfg.half_body_min_upper, n_lo >= cfg.half_body_min_lower
+    use_upper = np.where(up_ok & lo_ok, u_upper < cfg.half_body_upper_prob, up_ok)
+    applied = enough & (up_ok | lo_ok)
+    sel = labelled & np.where(use_upper[:, None], upper[None, :], lower[None, :])
+    cnt = np.maximum(sel.sum(axis=1), 1)[:, None]
+    xy = kp[..., :2]
+    center = (xy * sel[..., None]).sum(axis=1) / cnt
+    big = np.finfo(np.float64).max
+    mn = np.where(sel[..., None], xy, big).min(axis=1)
+    mx = np.where(sel[..., None], xy, -big).max(axis=1)
+    size = np.where(sel.any(axis=1)[:, None], mx - mn, 1.0) * cfg.half_body_padding
+    applied &= sel.sum(axis=1) >= 2
+    return center, np.maximum(size, 1.0), applied

@@ -1,0 +1,281 @@
+"""Geometry of the loader against independent references: coloured blobs drawn at each
+keypoint, OpenCV's warpAffine, and the closed-form inverse affine."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from posefeed.datasets import PoseTable
+from posefeed.pipelines import AugmentConfig, PoseLoader
+
+COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255],
+                    [0, 255, 255]], dtype=np.uint8)
+BACKGROUND = 60
+RADIUS = 7
+INPUT = (64, 80)  # (w, h)
+
+#: geometry only: flip, shift, scale, rotation; no photometric change, no dropout
+GEOMETRY = AugmentConfig.none().with_(flip_prob=0.5, shift_factor=0.16, shift_prob=0.5,
+                                      scale_range=(0.7, 1.3), rotate_factor=80.0,
+                                      rotate_prob=0.8)
+
+
+def draw_blobs(size: tuple[int, int], kp: np.ndarray) -> np.ndarray:
+    """An RGB ``(h, w, 3)`` image, grey, with a filled disc of colour k at keypoint k
+    (all instances of ``kp (N, K, 3)`` with v > 0)."""
+    w, h = size
+    img = np.full((h, w, 3), BACKGROUND, dtype=np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for inst in kp:
+        for k, (x, y, v) in enumerate(inst):
+            if v > 0:
+                img[(xx - x) ** 2 + (yy - y) ** 2 <= RADIUS ** 2] = COLOURS[k]
+    return img
+
+
+def make_blob_table(root: Path, n_images: int = 8, k: int = 4, instances=(1,), seed: int = 0,
+                    size=(200, 160), ext: str = "png", bboxes: str = "keypoints") -> PoseTable:
+    """Frames with 1+ instances of ``k`` keypoints as coloured blobs (far from each other and
+    from the border). Flip pairs (0, 1), (2, 3) when k >= 4."""
+    rng = np.random.default_rng(seed)
+    images, kps, inds, boxes = [], [], [], []
+    for i in range(n_images):
+        n = instances[i % len(instances)]
+        pts: list[np.ndarray] = []
+        while len(pts) < n * k:
+            p = rng.uniform(25, np.array(size) - 25)
+            if all(np.hypot(*(p - q)) > 4 * RADIUS for q in pts):
+                pts.append(p)
+        kp = np.concatenate([np.array(pts).reshape(n, k, 2), np.full((n, k, 1), 2.0)], axis=2)
+        name = f"img{i:03d}.{ext}"
+        Image.fromarray(draw_blobs(size, kp)).save(root / name, quality=98)
+        for j in range(n):
+            images.append(name)
+            kps.append(kp[j])
+            inds.append(f"ind{j}")
+            if bboxes == "first":  # a small box around keypoint 0 only
+                x, y = kp[j, 0, :2]
+                boxes.append([x - 12, y - 12, 24, 24])
+    pairs = [(0, 1), (2, 3)] if k >= 4 else []
+    return PoseTable.from_arrays(images, np.array(kps), [f"kp{j}" for j in range(k)],
+                                 [size] * len(images), individuals=inds,
+                                 bboxes=np.array(boxes) if boxes else None, flip_pairs=pairs,
+                                 root=root)
+
+
+def batches(loader, n=None):
+    out = []
+    for i, b in enumerate(loader):
+        out.append(b)
+        if n is not None and i + 1 >= n:
+            break
+    return out
+
+
+def expected_channel(table: PoseTable, flipped: np.ndarray) -> np.ndarray:
+    """``(B, K)``: the source keypoint each output channel holds (swapped when flipped)."""
+    k = table.num_keypoints
+    perm = np.arange(k)
+    for a, b in table.flip_pairs:
+        perm[a], perm[b] = b, a
+    return np.where(flipped[:, None], perm[None, :], np.arange(k)[None, :])
+
+
+def check_blobs(table, batch, min_checked=1):
+    img = batch["image"].numpy().transpose(0, 2, 3, 1)          # (B, H, W, 3) uint8
+    kp = batch["keypoints"].numpy()
+    aff = batch["affine"].numpy()
+    flipped = np.linalg.det(aff[:, :, :2]) < 0                    # a mirror reverses orientation
+    chan = expected_channel(table, flipped)
+    checked = 0
+    for b in range(len(img)):
+        for n in range(kp.shape[1]):
+            for k in range(kp.shape[2]):
+                x, y, v = kp[b, n, k]
+                if v == 0:
+                    continue
+                xi, yi = int(round(x)), int(round(y))
+                got = img[b, yi, xi].astype(int)
+                want = COLOURS[chan[b, k]].astype(int)
+                assert np.abs(got - want).max() < 50, (b, n, k, got, want)
+                checked += 1
+    assert checked >= min_checked
+
+
+@pytest.fixture(scope="module")
+def blob_table(tmp_path_factory) -> PoseTable:
+    return make_blob_table(tmp_path_factory.mktemp("blobs"))
+
+
+#: CPU graph variants: OpenCV stage with cv2 PNG decode (default for PNG), with DALI's ROI /
+#: full decode, and the DALI-op graph with ROI / full decode
+BACKENDS = pytest.mark.parametrize("variant", [
+    dict(cpu_backend="opencv"),
+    dict(cpu_backend="opencv", opencv_png=False, roi_decode=True),
+    dict(cpu_backend="opencv", opencv_png=False, roi_decode=False),
+    dict(cpu_backend="dali", roi_decode=True),
+    dict(cpu_backend="dali", roi_decode=False)], ids=["cv-png", "cv-roi", "cv-full", "dali-roi",
+                                                      "dali-full"])
+
+
+@BACKENDS
+def test_blob_colours_under_keypoints_topdown(blob_table, variant):
+    loader = PoseLoader(blob_table, [], input_size=INPUT, batch_size=4, schedule=GEOMETRY,
+                        device="cpu", num_threads=1, image_dtype="uint8", seed=3, **variant)
+    seen_flip = seen_plain = 0
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        for batch in loader:
+            check_blobs(blob_table, batch, min_checked=4)
+            det = np.linalg.det(batch["affine"].numpy()[:, :, :2])
+            seen_flip += int((det < 0).sum())
+            seen_plain += int((det > 0).sum())
+    assert seen_flip and seen_plain
+
+
+@pytest.mark.parametrize("roi", [True, False])
+def test_blob_colours_jpeg(tmp_path, roi):
+    table = make_blob_table(tmp_path, n_images=4, k=4, ext="jpg")
+    loader = PoseLoader(table, [], input_size=INPUT, batch_size=4, schedule=GEOMETRY,
+                        device="cpu", num_threads=1, image_dtype="uint8", roi_decode=roi)
+    for batch in loader:
+        check_blobs(table, batch, min_checked=4)
+
+
+def test_inverse_affine_maps_keypoints_back_to_labels(blob_table):
+    loader = PoseLoader(blob_table, [], input_size=INPUT, batch_size=4, schedule=GEOMETRY,
+                        device="cpu", num_threads=1, seed=5)
+    labels = blob_table.keypoints
+    for batch in loader:
+        kp = batch["keypoints"].numpy()[:, 0]
+        aff = batch["affine"].numpy().astype(np.float64)
+        rows = batch["index"].numpy()[:, 0]
+        back = np.einsum("bij,bkj->bki", aff[:, :, :2], kp[..., :2]) + aff[:, None, :, 2]
+        flipped = np.linalg.det(aff[:, :, :2]) < 0
+        chan = expected_channel(blob_table, flipped)
+        want = labels[rows[:, None], chan][..., :2]
+        np.testing.assert_allclose(back, want, atol=2e-3)
+
+
+@BACKENDS
+def test_image_matches_opencv_warp(blob_table, variant):
+    """The crop equals cv2.warpAffine of the whole decoded frame with the forward matrix
+    (inverse of ``affine``)."""
+    loader = PoseLoader(blob_table, [], input_size=INPUT, batch_size=4, schedule=GEOMETRY,
+                        device="cpu", num_threads=1, image_dtype="uint8", seed=7, shuffle=False,
+                        **variant)
+    batch = batches(loader, 1)[0]
+    img = batch["image"].numpy().transpose(0, 2, 3, 1).astype(int)
+    for b in range(len(img)):
+        row = int(batch["index"][b, 0])
+        src = np.asarray(Image.open(blob_table.image_path(blob_table.frame[("image", "")][row])))
+        a = np.vstack([batch["affine"][b].numpy().astype(np.float64), [0, 0, 1]])
+        fwd = np.linalg.inv(a)[:2]
+        ref = cv2.warpAffine(src, fwd, INPUT, flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(int)
+        diff = np.abs(img[b] - ref)
+        assert diff.mean() < 1.5
+        assert np.percentile(diff, 99) <= 8
+
+
+def test_keypoints_outside_the_crop_get_v0(tmp_path):
+    table = make_blob_table(tmp_path, n_images=6, bboxes="first")
+    cfg = AugmentConfig.none().with_(flip_prob=0.5, rotate_factor=30.0, rotate_prob=1.0)
+    loader = PoseLoader(table, [], input_size=INPUT, batch_size=3, schedule=cfg, device="cpu",
+                        num_threads=1, image_dtype="uint8")
+    n_out = 0
+    for batch in loader:
+        kp = batch["keypoints"].numpy()[:, 0]
+        x, y, v = kp[..., 0], kp[..., 1], kp[..., 2]
+        inside = (x >= -0.5) & (x < INPUT[0] - 0.5) & (y >= -0.5) & (y < INPUT[1] - 0.5)
+        np.testing.assert_array_equal(v, np.where(inside, 2.0, 0.0))
+        flipped = np.linalg.det(batch["affine"].numpy()[:, :, :2]) < 0
+        holds_kp0 = expected_channel(table, flipped) == 0            # the box is around kp 0
+        assert inside[holds_kp0].all()
+        n_out += int((~inside).sum())
+        check_blobs(table, batch)
+    assert n_out > 0
+
+
+def test_frame_mode_all_instances_and_padding(tmp_path):
+    table = make_blob_table(tmp_path, n_images=6, k=3, instances=(1, 2), size=(240, 180))
+    cfg = AugmentConfig.none().with_(rotate_factor=30.0, rotate_prob=1.0, flip_prob=0.5,
+                                     scale_range=(0.8, 1.2))
+    loader = PoseLoader(table, [], mode="frame", input_size=(96, 80), batch_size=3, schedule=cfg,
+                        device="cpu", num_threads=1, image_dtype="uint8", shuffle=False)
+    frames = table.frames()
+    n = 0
+    for batch in loader:
+        kp, index = batch["keypoints"].numpy(), batch["index"].numpy()
+        assert kp.shape[1:] == (2, 3, 3) and index.shape[1] == 2
+        for b in range(len(kp)):
+            rows = index[b][index[b] >= 0]
+            assert any(set(rows) == set(f) for f in frames)
+            assert (kp[b][index[b] < 0] == 0).all()   # padding rows
+        check_blobs(table, batch, min_checked=3)
+        # the inverse affine maps every instance back to its labels (no flip pairs for k=3)
+        aff = batch["affine"].numpy().astype(np.float64)
+        back = np.einsum("bij,bnkj->bnki", aff[:, :, :2], kp[..., :2]) + aff[:, None, None, :, 2]
+        valid = index >= 0
+        np.testing.assert_allclose(back[valid], table.keypoints[index[valid]][..., :2], atol=2e-3)
+        n += len(kp)
+    assert n == 6
+
+
+def test_frame_mode_letterbox_keeps_aspect(tmp_path):
+    """Without augmentation the whole frame fits the input, centred, aspect kept."""
+    table = make_blob_table(tmp_path, n_images=2, k=3, size=(240, 120))
+    loader = PoseLoader(table, [], mode="frame", input_size=(64, 64), batch_size=2,
+                        schedule=AugmentConfig.none(), device="cpu", num_threads=1,
+                        image_dtype="uint8", shuffle=False)
+    batch = batches(loader, 1)[0]
+    aff = batch["affine"].numpy()
+    k = 240 / 64
+    np.testing.assert_allclose(aff[:, :, :2], np.tile(np.eye(2) * k, (2, 1, 1)), rtol=1e-6)
+    # input centre (31.5, 31.5) maps to the frame centre (119.5, 59.5)
+    np.testing.assert_allclose(aff[:, :, 2] + k * 31.5, [[119.5, 59.5]] * 2, atol=1e-4)
+    img = batch["image"].numpy()
+    band = (64 - 120 / k) / 2            # black bars above and below
+    assert (img[:, :, : int(band) - 1] == 0).all() and (img[:, :, -int(band) + 1:] == 0).all()
+
+
+def test_frame_mode_keypoint_aware_crop(tmp_path):
+    table = make_blob_table(tmp_path, n_images=6, k=3, instances=(1, 2), size=(320, 240))
+    cfg = AugmentConfig.none().with_(crop_size=(80, 80), crop_shift=0.1)
+    loader = PoseLoader(table, [], mode="frame", input_size=(64, 64), batch_size=3, schedule=cfg,
+                        device="cpu", num_threads=1, image_dtype="uint8")
+    for batch in loader:
+        aff = batch["affine"].numpy()
+        np.testing.assert_allclose(aff[:, :, :2], np.tile(np.eye(2) * 80 / 64, (3, 1, 1)),
+                                   rtol=1e-6)
+        kp = batch["keypoints"].numpy()
+        assert (kp[..., 2] > 0).reshape(3, -1).any(axis=1).all()   # a keypoint in every crop
+        # the crop stays inside the frame
+        corners = aff[:, :, 2][:, None, :] + np.array([[-0.5, -0.5], [63.5, 63.5]]) * 80 / 64
+        assert (corners >= -0.5 - 1e-4).all()
+        assert (corners[..., 0] <= 319.5 + 1e-4).all() and (corners[..., 1] <= 239.5 + 1e-4).all()
+        check_blobs(table, batch, min_checked=3)
+
+
+def test_no_augmentation_affine_closed_form(tmp_path):
+    """AugmentConfig.none(): the padded box (x 1.25, aspect fixed to the input) fills the crop:
+    ``affine = [[s, 0, cx - s (w-1)/2], [0, s, cy - s (h-1)/2]]``, s = box width / w."""
+    table = make_blob_table(tmp_path, n_images=3, k=4, bboxes="first")
+    loader = PoseLoader(table, [], input_size=INPUT, batch_size=3, schedule=AugmentConfig.none(),
+                        device="cpu", num_threads=1, shuffle=False)
+    b = batches(loader, 1)[0]
+    box = table.bboxes.astype(np.float64)                  # 24 x 24 boxes
+    w, h = INPUT
+    cx, cy = box[:, 0] + box[:, 2] / 2, box[:, 1] + box[:, 3] / 2
+    bw = np.maximum(box[:, 2] * 1.25, box[:, 3] * 1.25 * w / h)  # aspect w/h fixed
+    s = bw / w
+    want = np.stack([np.stack([s, 0 * s, cx - s * (w - 1) / 2], 1),
+                     np.stack([0 * s, s, cy - s * (h - 1) / 2], 1)], 1)
+    np.testing.assert_allclose(b["affine"].numpy(), want, rtol=1e-5, atol=1e-3)
+    kp = b["keypoints"].numpy()[:, 0]
+    # keypoint 0 is the box centre: it lands on the crop centre
+    np.testing.assert_allclose(kp[:, 0, :2], [[(w - 1) / 2, (h - 1) / 2]] * 3, atol=1e-3)

@@ -7,9 +7,18 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="posefeed: a GPU data layer for keypoint (pose-estimation) training.")
 
 
+@app.callback()
+def _root() -> None:
+    """posefeed: a GPU data layer for keypoint (pose-estimation) training."""
+
+
 def _register() -> None:
     """Import the command modules; each adds its command to ``app``."""
     # one line per command module, e.g.:  from posefeed.cli import inspect  # noqa: F401
+    from posefeed.cli import inspect  # noqa: F401
+    from posefeed.cli import show  # noqa: F401
+    from posefeed.cli import train  # noqa: F401
+    from posefeed.cli import demo  # noqa: F401
 
 
 def main() -> None:

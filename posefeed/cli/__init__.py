@@ -17,8 +17,6 @@ def _register() -> None:
     # one line per command module, e.g.:  from posefeed.cli import inspect  # noqa: F401
     from posefeed.cli import inspect  # noqa: F401
     from posefeed.cli import show  # noqa: F401
-    from posefeed.cli import train  # noqa: F401
-    from posefeed.cli import demo  # noqa: F401
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ def _register() -> None:
     """Import the command modules; each adds its command to ``app``."""
     # one line per command module, e.g.:  from posefeed.cli import inspect  # noqa: F401
     from posefeed.cli import inspect  # noqa: F401
+    from posefeed.cli import bench  # noqa: F401
     from posefeed.cli import show  # noqa: F401
 
 

@@ -103,3 +103,25 @@ def test_dali_function_with_cupy_samples():
     for name, per in zip(codec.output_names, outs):
         for i, a in enumerate(per):
             np.testing.assert_allclose(cp.asnumpy(a), ref[name][i], atol=1e-6)
+
+
+@pytest.mark.parametrize("make", HEATMAP_CODECS)
+@pytest.mark.parametrize("use_kernel", [True, False])
+def test_cupy_out_buffers_and_encoder(make, use_kernel):
+    """``encode(out=)`` (fused kernel and vectorised CuPy) and ``encoder()`` on CuPy write
+    every element of NaN-filled buffers and equal the NumPy results over several batches."""
+    cp = pytest.importorskip("cupy")
+    codec = make(use_kernel)
+    w, h = getattr(codec, "input_size", None) or (codec.heatmap_size[0] * codec.stride,
+                                                  codec.heatmap_size[1] * codec.stride)
+    bufs = {name: cp.full(shape, cp.nan, dtype=cp.float32) for name, shape in codec.output_shapes(3, 17).items()}
+    enc = codec.encoder()
+    for seed in range(3):
+        kps = random_keypoints(3, 2, 17, w, h, seed=10 + seed)
+        ref = codec.encode(kps)  # NumPy
+        got = codec.encode(cp.asarray(kps), out=bufs)
+        got_enc = enc(cp.asarray(kps))
+        for name in codec.output_names:
+            assert got[name] is bufs[name]
+            np.testing.assert_allclose(cp.asnumpy(got[name]), ref[name], atol=1e-6, rtol=0, err_msg=name)
+            np.testing.assert_allclose(cp.asnumpy(got_enc[name]), ref[name], atol=1e-6, rtol=0, err_msg=name)

@@ -1,8 +1,8 @@
 """Keypoint target codecs: one vectorised implementation for NumPy (CPU) and CuPy (GPU)."""
-from posefeed.targets.base import Codec
+from posefeed.targets.base import BufferedEncoder, Codec
 from posefeed.targets.dlc_heatmap import DLCHeatmap
 from posefeed.targets.gaussian_heatmap import GaussianHeatmap
 from posefeed.targets.simcc import SimCC
 from posefeed.targets.udp_heatmap import UDPHeatmap
 
-__all__ = ["Codec", "DLCHeatmap", "GaussianHeatmap", "SimCC", "UDPHeatmap"]
+__all__ = ["BufferedEncoder", "Codec", "DLCHeatmap", "GaussianHeatmap", "SimCC", "UDPHeatmap"]

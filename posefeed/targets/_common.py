@@ -66,6 +66,18 @@ def size_pair(value: tuple[int, int] | list[int], what: str) -> tuple[int, int]:
     return vals  # type: ignore[return-value]
 
 
+def outer_product_maps(xp: ModuleType, ey: Array, ex: Array, out: Array | None = None) -> Array:
+    """``ey (..., H)``, ``ex (..., W)`` float32 -> ``out[..., i, j] = ey[..., i] * ex[..., j]``
+    (each element one float32 product, written once into ``out`` when given). NumPy uses
+    ``einsum`` (about 1.3x faster than a broadcast ``multiply``, which runs one short inner
+    loop per row); CuPy a broadcast multiply."""
+    if xp is np:
+        if out is None:
+            out = np.empty(ey.shape + ex.shape[-1:], dtype=np.float32)
+        return np.einsum("...i,...j->...ij", ey, ex, out=out)
+    return xp.multiply(ey[..., :, None], ex[..., None, :], out=out)
+
+
 # ----------------------------------------------------------------------------- decode side
 def _is_torch(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "torch"

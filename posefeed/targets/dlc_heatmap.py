@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -11,6 +11,7 @@ from posefeed.targets._common import (
     as_keypoints,
     gather2d,
     heatmap_argmax,
+    outer_product_maps,
     size_pair,
     split_keypoints,
     to_backend,
@@ -18,6 +19,22 @@ from posefeed.targets._common import (
 from posefeed.targets.base import Codec
 
 _BIG = 1.0e7  # coordinates are clipped to +-_BIG px before window arithmetic (never drawn there)
+
+
+def _zero_cells(flat: Array, prev: dict, channels: int, hw: int, fresh: bool) -> None:
+    """Zero a sparse output (flattened ``(B, K, channels, H, W)``) before its cells are
+    written: nothing to do when freshly allocated (zeros), only the previous call's cells
+    when the memo has them, else the whole array."""
+    if fresh:
+        return
+    if "cells" in prev:
+        pm, pp = prev["cells"]
+        if pm.size:
+            base = pm * (channels * hw) + pp
+            for ch in range(channels):  # 1 or 2
+                flat[base + ch * hw] = 0.0
+    else:
+        flat.fill(0.0)
 
 
 class DLCHeatmap(Codec):
@@ -51,10 +68,16 @@ class DLCHeatmap(Codec):
     than ``N`` animals, so it is off by default (``zero_weight_unlabeled=True`` turns it on).
     NaN coordinates never draw.
 
-    Cost (NumPy): the Gaussian map is an outer product of per-axis exponentials (one pass
-    over the output; ``N > 1`` needs an ``N``-times temporary before the max); masks and
-    plateaus are scattered from a window of ``ceil((2t+1)/stride) + 4`` cells around each
-    keypoint. CuPy input uses one fused kernel (``posefeed.targets.kernels``).
+    Cost (NumPy): every dense output element is written once (sparse outputs: zeroed
+    memory, then their cells). The Gaussian map is an outer
+    product of per-axis exponentials written straight into the output (``N > 1`` needs an
+    ``N``-times temporary before the max); the locref maps are one row (x) or one column (y)
+    broadcast over the map; masks and plateaus are scattered from a window of
+    ``ceil((2t+1)/stride) + 4`` cells around each keypoint into zeroed memory. At large maps
+    the cost is the memory written: fresh outputs also pay the page faults of new memory,
+    which ``encode(..., out=buffers)`` and :meth:`encoder` (kept buffers, which also rewrite
+    only the changed weight maps and mask / plateau cells) avoid; the DALI adapter uses the
+    latter on the CPU. CuPy input uses one fused kernel (``posefeed.targets.kernels``).
 
     Args:
         stride: input pixels per heatmap cell (may be odd or fractional).
@@ -121,86 +144,138 @@ class DLCHeatmap(Codec):
         weight = (~ignore.any(axis=1)).astype(xp.float32)  # (B, K)
         return xp, x, y, vis, weight
 
-    def encode(self, keypoints: Array) -> dict[str, Array]:
+    def output_shapes(self, batch_size: int, num_keypoints: int) -> dict[str, tuple[int, ...]]:
+        w, h = self.heatmap_size
+        b, k = int(batch_size), int(num_keypoints)
+        shapes = {"heatmap": (b, k, h, w), "heatmap_weight": (b, k, h, w)}
+        if self.locref:
+            shapes["locref"] = (b, 2 * k, h, w)
+            shapes["locref_weight"] = (b, 2 * k, h, w)
+        return shapes
+
+    def encode(self, keypoints: Array, out: Mapping[str, Array] | None = None) -> dict[str, Array]:
         """``keypoints (B, N, K, 3)`` in input pixels -> ``heatmap (B, K, H, W)``,
         ``heatmap_weight (B, K, H, W)`` and, with ``locref``, ``locref (B, 2K, H, W)``,
-        ``locref_weight (B, 2K, H, W)``; float32, same array module as the input."""
+        ``locref_weight (B, 2K, H, W)``; float32, same array module as the input.
+
+        ``out``: arrays to write into (every element is written; shapes from
+        :meth:`output_shapes`); returned in place of fresh ones."""
+        return self._encode(keypoints, out, None)
+
+    def _encode_reusing(self, keypoints: Array, out: dict[str, Array], memo: dict) -> dict[str, Array]:
+        return self._encode(keypoints, out, memo)
+
+    def _encode(self, keypoints: Array, out: Mapping[str, Array] | None, memo: dict | None) -> dict[str, Array]:
+        # memo (BufferedEncoder): what the previous call wrote into ``out`` -- the per-map
+        # weights and the sparse cells (mask disks, plateau disks); empty = unknown contents.
         xp, kp = as_keypoints(keypoints)
+        b, n, k = kp.shape[:3]
+        w, h = self.heatmap_size
+        prev = {}
+        if memo is not None:
+            prev = dict(memo)
+            memo.clear()  # stays empty if anything below raises: the next call rewrites all
         if self.use_kernel and xp.__name__ == "cupy":
             from posefeed.targets import kernels  # noqa: PLC0415
 
-            return kernels.dlc_targets(self, kp)
+            dst = None if out is None else self._check_out(xp, out, b, k)
+            return kernels.dlc_targets(self, kp, out=dst)  # writes every element
+        if out is not None:
+            dst = self._check_out(xp, out, b, k)
+            fresh = False
+        else:
+            dst = self._allocate(xp, b, k)
+            fresh = True
         xp, x, y, vis, weight = self._prepare(kp)
-        b, n, k = x.shape
-        w, h = self.heatmap_size
         gx = xp.asarray(self.grid_x, dtype=xp.float64)
         gy = xp.asarray(self.grid_y, dtype=xp.float64)
         x64 = x.astype(xp.float64)
         y64 = y.astype(xp.float64)
+        plateau = self.mode == "plateau"
+        inst, cp_ = self._support(xp, x64, y64, vis, gx, gy)  # instance (b, n, k) and cell of each
+        hw_ = h * w
+        cm = (inst // (n * k)) * k + inst % k  # map (b, k) of each cell
+        new_memo: dict[str, Any] = {"cells": (cm, cp_)}
 
-        out: dict[str, Array] = {}
-        hw = xp.empty((b, k, h, w), dtype=xp.float32)
-        hw[...] = weight[:, :, None, None]
+        # heatmap_weight: one value per map
+        hwt = dst["heatmap_weight"]
+        if "weight" in prev:
+            cb, ck = xp.nonzero(prev["weight"] != weight)
+            if cb.size:
+                hwt[cb, ck] = weight[cb, ck][:, None, None]
+        else:
+            xp.copyto(hwt, weight[:, :, None, None])
+        new_memo["weight"] = weight
 
-        cells = self._support(xp, x64, y64, vis, gx, gy)  # entries (b, n, k, row, col)
-        if self.mode == "gaussian":
+        # heatmap
+        hm = dst["heatmap"]
+        if not plateau:
             c = 1.0 / (2.0 * self.std * self.std)
             dx = gx - x64[..., None]
             dy = gy - y64[..., None]
             ex = xp.where(vis[..., None], xp.exp(-(dx * dx) * c), 0.0).astype(xp.float32)
             ey = xp.where(vis[..., None], xp.exp(-(dy * dy) * c), 0.0).astype(xp.float32)
             if n == 1:
-                hm = ey[:, 0, :, :, None] * ex[:, 0, :, None, :]
+                outer_product_maps(xp, ey[:, 0], ex[:, 0], out=hm)
+            else:  # (B, N, K, H, W) temporary, then the max over instances written once
+                xp.max(ey[..., :, None] * ex[..., None, :], axis=1, out=hm)
+        else:
+            flat = hm.reshape(-1)
+            _zero_cells(flat, prev, 1, hw_, fresh)
+            flat[cm * hw_ + cp_] = 1.0
+        if self.locref:
+            # locref_weight: the union of the disks, both channels
+            flat = dst["locref_weight"].reshape(-1)
+            _zero_cells(flat, prev, 2, hw_, fresh)
+            idx = cm * (2 * hw_) + cp_
+            flat[idx] = 1.0
+            flat[idx + hw_] = 1.0
+            scale = self.locref_scale
+            if not plateau:
+                # the last visible instance writes the whole map
+                loc = dst["locref"].reshape(b, k, 2, h, w)
+                nidx = xp.arange(n)[None, :, None]
+                last = xp.where(vis, nidx, -1).max(axis=1)  # (B, K)
+                has = last >= 0
+                sel = xp.clip(last, 0, None)[:, None, :]
+                xl = xp.take_along_axis(x64, sel, axis=1)[:, 0]
+                yl = xp.take_along_axis(y64, sel, axis=1)[:, 0]
+                lx = xp.where(has[..., None], (xl[..., None] - gx) * scale, 0.0).astype(xp.float32)
+                ly = xp.where(has[..., None], (yl[..., None] - gy) * scale, 0.0).astype(xp.float32)
+                xp.copyto(loc[:, :, 0], lx[:, :, None, :])
+                xp.copyto(loc[:, :, 1], ly[:, :, :, None])
             else:
-                hm = (ey[..., :, None] * ex[..., None, :]).max(axis=1)
-        else:
-            hm = xp.zeros((b, k, h, w), dtype=xp.float32)
-            bi, _, ki, ri, ci = cells
-            hm[bi, ki, ri, ci] = 1.0
-        out["heatmap"] = hm
-        out["heatmap_weight"] = hw
-        if not self.locref:
-            return out
+                # inside each disk; on overlaps the highest instance index wins; 0 elsewhere
+                flat = dst["locref"].reshape(-1)
+                _zero_cells(flat, prev, 2, hw_, fresh)
+                ni = (inst // k) % n
+                order = xp.argsort((cm * hw_ + cp_) * n + ni)
+                cs = (cm * hw_ + cp_)[order]
+                lastw = xp.ones(cs.shape, dtype=bool)
+                if cs.size:
+                    lastw[:-1] = cs[1:] != cs[:-1]
+                s_ = order[lastw]
+                ps = cp_[s_]
+                idx = cm[s_] * (2 * hw_) + ps
+                flat[idx] = ((x64.reshape(-1)[inst[s_]] - gx[ps % w]) * scale).astype(xp.float32)
+                flat[idx + hw_] = ((y64.reshape(-1)[inst[s_]] - gy[ps // w]) * scale).astype(xp.float32)
+        if memo is not None:
+            memo.update(new_memo)
+        return dst
 
-        bi, ni, ki, ri, ci = cells
-        mask = xp.zeros((b, k, 2, h, w), dtype=xp.float32)
-        mask[bi, ki, 0, ri, ci] = 1.0
-        mask[bi, ki, 1, ri, ci] = 1.0
-        scale = self.locref_scale
-        if self.mode == "gaussian":
-            # the last visible instance writes the whole map
-            nidx = xp.arange(n)[None, :, None]
-            last = xp.where(vis, nidx, -1).max(axis=1)  # (B, K)
-            has = last >= 0
-            sel = xp.clip(last, 0, None)[:, None, :]
-            xl = xp.take_along_axis(x64, sel, axis=1)[:, 0]
-            yl = xp.take_along_axis(y64, sel, axis=1)[:, 0]
-            lx = xp.where(has[..., None], (xl[..., None] - gx) * scale, 0.0).astype(xp.float32)
-            ly = xp.where(has[..., None], (yl[..., None] - gy) * scale, 0.0).astype(xp.float32)
-            loc = xp.empty((b, k, 2, h, w), dtype=xp.float32)
-            loc[:, :, 0] = lx[:, :, None, :]
-            loc[:, :, 1] = ly[:, :, :, None]
-        else:
-            # inside each disk; on overlaps the highest instance index wins
-            loc = xp.zeros((b, k, 2, h, w), dtype=xp.float32)
-            cell = ((bi * k + ki) * h + ri) * w + ci
-            order = xp.argsort(cell * n + ni)
-            cs = cell[order]
-            last = xp.ones(cs.shape, dtype=bool)
-            if cs.size:
-                last[:-1] = cs[1:] != cs[:-1]
-            sel = order[last]
-            bs, ns, ks, rs, cs_ = bi[sel], ni[sel], ki[sel], ri[sel], ci[sel]
-            loc[bs, ks, 0, rs, cs_] = ((x64[bs, ns, ks] - gx[cs_]) * scale).astype(xp.float32)
-            loc[bs, ks, 1, rs, cs_] = ((y64[bs, ns, ks] - gy[rs]) * scale).astype(xp.float32)
-        out["locref"] = loc.reshape(b, 2 * k, h, w)
-        out["locref_weight"] = mask.reshape(b, 2 * k, h, w)
-        return out
+    def _allocate(self, xp: Any, b: int, k: int) -> dict[str, Array]:
+        """Fresh outputs: ``empty`` for the maps every element of which is written, ``zeros``
+        (calloc'd pages) for the sparse ones."""
+        shapes = self.output_shapes(b, k)
+        sparse = {"locref_weight"} | ({"heatmap", "locref"} if self.mode == "plateau" else set())
+        return {name: (xp.zeros if name in sparse else xp.empty)(shapes[name], dtype=xp.float32)
+                for name in self.output_names}
 
     def _support(self, xp: Any, x64: Array, y64: Array, vis: Array, gx: Array, gy: Array):
-        """Cells with ``d^2 <= t^2`` for each visible instance, as index arrays
-        ``(b, n, k, row, col)``. Only a window of ``ceil((2t+1)/stride) + 4`` cells around
-        each keypoint is tested (the disk cannot reach further: gx >= j*s + s/2 - 1)."""
+        """Cells with ``d^2 <= t^2`` for each visible instance, as two index arrays: the
+        instance (flat ``(b, n, k)`` index) and the cell (``row * W + col``). Only a window
+        of ``ceil((2t+1)/stride) + 4`` cells around each keypoint is tested (the disk cannot
+        reach further: gx >= j*s + s/2 - 1)."""
         w, h = self.heatmap_size
         s, t = self.stride, self.pos_dist_thresh
         span = int(math.ceil((2 * t + 1) / s)) + 4
@@ -215,8 +290,9 @@ class DLCHeatmap(Codec):
         dy = gy[rows] - y64[..., None]
         d2 = (dy * dy)[..., :, None] + (dx * dx)[..., None, :]
         m = (d2 <= t * t) & vis[..., None, None]
-        bi, ni, ki, ii, jj = xp.nonzero(m)
-        return bi, ni, ki, rows[bi, ni, ki, ii], cols[bi, ni, ki, jj]
+        pos = (rows * w)[..., :, None] + cols[..., None, :]
+        inst = xp.broadcast_to(xp.arange(vis.size).reshape(vis.shape)[..., None, None], m.shape)
+        return inst[m], pos[m]
 
     # ------------------------------------------------------------------ decode
     def decode(self, heatmap: Any, locref: Any = None, dlc_grid: bool = False) -> tuple[Any, Any]:

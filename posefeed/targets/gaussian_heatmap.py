@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -13,6 +13,7 @@ from posefeed.targets._common import (
     heatmap_argmax,
     mmpose_visibility,
     modulate_blur,
+    outer_product_maps,
     size_pair,
     split_keypoints,
     to_backend,
@@ -24,7 +25,7 @@ def windowed_gaussian_max(
     xp: Any,
     cx: Array, cy: Array,
     x_lo: Array, x_hi: Array, y_lo: Array, y_hi: Array,
-    on: Array, size: tuple[int, int], sigma: float,
+    on: Array, size: tuple[int, int], sigma: float, out: Array | None = None,
 ) -> Array:
     """Max over instances of Gaussian patches, separably.
 
@@ -32,7 +33,8 @@ def windowed_gaussian_max(
     columns ``[x_lo, x_hi)`` and rows ``[y_lo, y_hi)`` (ints; the map is drawn only there)
     and a flag ``on``. Value at ``(i, j)``: ``exp(-((j-cx)^2 + (i-cy)^2) / (2 sigma^2))``,
     computed as ``exp(-(j-cx)^2/(2s^2)) * exp(-(i-cy)^2/(2s^2))`` (equal within 2 float32
-    ulps). Returns ``(B, K, H, W)`` float32.
+    ulps). Returns ``(B, K, H, W)`` float32, written into ``out`` when given (the product
+    goes straight into it for ``N = 1``; ``N > 1`` takes the max of an ``N``-times temporary).
     """
     w, h = size
     c = xp.float32(1.0 / (2.0 * sigma * sigma))
@@ -47,8 +49,32 @@ def windowed_gaussian_max(
     ex = xp.where(inx, xp.exp(-(dx * dx) * c), xp.float32(0)).astype(xp.float32)
     ey = xp.where(iny, xp.exp(-(dy * dy) * c), xp.float32(0)).astype(xp.float32)
     if ex.shape[1] == 1:
-        return ey[:, 0, :, :, None] * ex[:, 0, :, None, :]
-    return (ey[..., :, None] * ex[..., None, :]).max(axis=1)
+        return outer_product_maps(xp, ey[:, 0], ex[:, 0], out=out)
+    return xp.max(ey[..., :, None] * ex[..., None, :], axis=1, out=out)
+
+
+def encode_heatmap(codec: Any, keypoints: Array, out: Any, kernel_mode: int) -> dict[str, Array]:
+    """``encode`` of :class:`GaussianHeatmap` / ``UDPHeatmap``: the fused kernel on CuPy,
+    else ``instance_params`` + :func:`windowed_gaussian_max`; into ``out`` when given."""
+    xp, kp = as_keypoints(keypoints)
+    dst = None if out is None else codec._check_out(xp, out, kp.shape[0], kp.shape[2])
+    if codec.use_kernel and xp.__name__ == "cupy":
+        from posefeed.targets import kernels  # noqa: PLC0415
+
+        return kernels.gaussian_targets(codec, kp, mode=kernel_mode, out=dst)
+    xp, p, weight = codec.instance_params(kp)
+    hm = windowed_gaussian_max(xp, size=codec.heatmap_size, sigma=codec.sigma,
+                               out=None if dst is None else dst["heatmap"], **p)
+    if dst is None:
+        return {"heatmap": hm, "keypoint_weight": weight}
+    xp.copyto(dst["keypoint_weight"], weight)
+    return dst
+
+
+def heatmap_output_shapes(codec: Any, batch_size: int, num_keypoints: int) -> dict[str, tuple[int, ...]]:
+    w, h = codec.heatmap_size
+    return {"heatmap": (int(batch_size), int(num_keypoints), h, w),
+            "keypoint_weight": (int(batch_size), int(num_keypoints))}
 
 
 def refine_quarter(xp: Any, heatmaps: Array, col: Array, row: Array) -> tuple[Array, Array]:
@@ -188,17 +214,14 @@ class GaussianHeatmap(Codec):
         weight = xp.where(draw & off, xp.float32(0), vis).max(axis=1).astype(xp.float32)
         return xp, p, weight
 
-    def encode(self, keypoints: Array) -> dict[str, Array]:
-        """``keypoints (B, N, K, 3)`` in input pixels -> ``heatmap (B, K, H, W)`` in [0, 1]
-        and ``keypoint_weight (B, K)``, float32, same array module as the input."""
-        xp, kp = as_keypoints(keypoints)
-        if self.use_kernel and xp.__name__ == "cupy":
-            from posefeed.targets import kernels  # noqa: PLC0415
+    def output_shapes(self, batch_size: int, num_keypoints: int) -> dict[str, tuple[int, ...]]:
+        return heatmap_output_shapes(self, batch_size, num_keypoints)
 
-            return kernels.gaussian_targets(self, kp, mode=1 if self.unbiased else 0)
-        xp, p, weight = self.instance_params(kp)
-        hm = windowed_gaussian_max(xp, size=self.heatmap_size, sigma=self.sigma, **p)
-        return {"heatmap": hm, "keypoint_weight": weight}
+    def encode(self, keypoints: Array, out: Mapping[str, Array] | None = None) -> dict[str, Array]:
+        """``keypoints (B, N, K, 3)`` in input pixels -> ``heatmap (B, K, H, W)`` in [0, 1]
+        and ``keypoint_weight (B, K)``, float32, same array module as the input (written
+        into ``out``'s arrays when given)."""
+        return encode_heatmap(self, keypoints, out, 1 if self.unbiased else 0)
 
     # ------------------------------------------------------------------ decode
     def decode(self, heatmap: Any, dark: bool | None = None) -> tuple[Any, Any]:

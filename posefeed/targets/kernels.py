@@ -188,40 +188,46 @@ def gaussian_args(codec: Any, mode: int) -> tuple[float, float, float, float, fl
             float(math.floor((2 * r + 1) / 2)), 1.0 / (2.0 * codec.sigma * codec.sigma))
 
 
-def gaussian_targets(codec: Any, keypoints: Any, mode: int) -> dict[str, Any]:
+def gaussian_targets(codec: Any, keypoints: Any, mode: int, out: dict | None = None) -> dict[str, Any]:
     """Fused ``GaussianHeatmap`` (mode 0 MSRA, 1 unbiased) / ``UDPHeatmap`` (mode 2)
-    encode of CuPy ``keypoints (B, N, K, 3)``: ``heatmap`` and ``keypoint_weight``."""
+    encode of CuPy ``keypoints (B, N, K, 3)``: ``heatmap`` and ``keypoint_weight`` (written
+    into ``out``'s arrays when given)."""
     import cupy as cp  # noqa: PLC0415
 
     kp = cp.ascontiguousarray(keypoints, dtype=cp.float32)
     b, n, k = kp.shape[:3]
     w, h = codec.heatmap_size
-    out = cp.empty((b, k, h, w), dtype=cp.float32)
-    weight = cp.zeros((b, k), dtype=cp.float32)
+    if out is None:
+        out = {"heatmap": cp.empty((b, k, h, w), dtype=cp.float32),
+               "keypoint_weight": cp.empty((b, k), dtype=cp.float32)}
+    hm, weight = out["heatmap"], out["keypoint_weight"]
+    weight.fill(0)  # written by the kernel's (0, 0) cell of each map; 0 when the map is empty
     total = b * k * h * w
     if total:
         sfx, sfy, r, c0, inv2s2 = gaussian_args(codec, mode)
         grid, block = _launch(total)
         _kernel("gaussian_targets")(grid, block, (
-            kp, out, weight, np.int32(b), np.int32(n), np.int32(k), np.int32(h), np.int32(w),
+            kp, hm, weight, np.int32(b), np.int32(n), np.int32(k), np.int32(h), np.int32(w),
             np.float32(sfx), np.float32(sfy), np.float64(r), np.float64(c0), np.float32(inv2s2),
             np.int32(mode)))
-    return {"heatmap": out, "keypoint_weight": weight}
+    return {"heatmap": hm, "keypoint_weight": weight}
 
 
-def dlc_targets(codec: Any, keypoints: Any) -> dict[str, Any]:
+def dlc_targets(codec: Any, keypoints: Any, out: dict | None = None) -> dict[str, Any]:
     """Fused :meth:`posefeed.targets.dlc_heatmap.DLCHeatmap.encode` of CuPy
-    ``keypoints (B, N, K, 3)``: all outputs in one launch."""
+    ``keypoints (B, N, K, 3)``: all outputs in one launch (into ``out``'s arrays when
+    given; every element is written)."""
     import cupy as cp  # noqa: PLC0415
 
     kp = cp.ascontiguousarray(keypoints, dtype=cp.float32)
     b, n, k = kp.shape[:3]
     w, h = codec.heatmap_size
-    hm = cp.empty((b, k, h, w), dtype=cp.float32)
-    hw = cp.empty((b, k, h, w), dtype=cp.float32)
+    if out is None:
+        out = {name: cp.empty(shape, dtype=cp.float32)
+               for name, shape in codec.output_shapes(b, k).items()}
+    hm, hw = out["heatmap"], out["heatmap_weight"]
     if codec.locref:
-        loc = cp.empty((b, 2 * k, h, w), dtype=cp.float32)
-        lw = cp.empty((b, 2 * k, h, w), dtype=cp.float32)
+        loc, lw = out["locref"], out["locref_weight"]
     else:
         loc = lw = cp.empty((1,), dtype=cp.float32)  # never written
     total = b * k * h * w
@@ -236,8 +242,4 @@ def dlc_targets(codec: Any, keypoints: Any) -> dict[str, Any]:
             np.float64(codec.locref_scale),
             np.int32(codec.mode == "plateau"), np.int32(codec.locref),
             np.int32(codec.zero_weight_unlabeled)))
-    out = {"heatmap": hm, "heatmap_weight": hw}
-    if codec.locref:
-        out["locref"] = loc
-        out["locref_weight"] = lw
-    return out
+    return {name: out[name] for name in codec.output_names}

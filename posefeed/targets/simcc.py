@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
+
+import numpy as np
 
 from posefeed.targets._common import (
     Array,
+    as_keypoints,
     mmpose_visibility,
     pair,
     size_pair,
@@ -71,10 +74,18 @@ class SimCC(Codec):
                 f"split_ratio={self.split_ratio}, normalize={self.normalize})")
 
     # ------------------------------------------------------------------ encode
-    def encode(self, keypoints: Array) -> dict[str, Array]:
+    def output_shapes(self, batch_size: int, num_keypoints: int) -> dict[str, tuple[int, ...]]:
+        b, k = int(batch_size), int(num_keypoints)
+        wx, wy = self.label_size
+        return {"x_labels": (b, k, wx), "y_labels": (b, k, wy), "keypoint_weight": (b, k)}
+
+    def encode(self, keypoints: Array, out: Mapping[str, Array] | None = None) -> dict[str, Array]:
         """``keypoints (B, N, K, 3)`` in input pixels -> ``x_labels (B, K, Wx)``,
-        ``y_labels (B, K, Wy)``, ``keypoint_weight (B, K)``, float32, same array module."""
-        xp, x, y, v = split_keypoints(keypoints)
+        ``y_labels (B, K, Wy)``, ``keypoint_weight (B, K)``, float32, same array module
+        (written into ``out``'s arrays when given)."""
+        xp, kp = as_keypoints(keypoints)
+        dst = None if out is None else self._check_out(xp, out, kp.shape[0], kp.shape[2])
+        xp, x, y, v = split_keypoints(kp)
         vis = mmpose_visibility(xp, v)
         draw = vis >= 0.5
         r = xp.float32(self.split_ratio)
@@ -89,17 +100,18 @@ class SimCC(Codec):
         on = draw & ~off
         weight = xp.where(draw & off, xp.float32(0), vis)
 
-        lx = self._labels(xp, mu_x, on, wx, sx)
-        ly = self._labels(xp, mu_y, on, wy, sy)
-        n = lx.shape[1]
-        return {
-            "x_labels": lx[:, 0] if n == 1 else lx.max(axis=1),
-            "y_labels": ly[:, 0] if n == 1 else ly.max(axis=1),
-            "keypoint_weight": weight.max(axis=1).astype(xp.float32),
+        get = (lambda name: None) if dst is None else dst.get
+        res = {
+            "x_labels": self._labels(xp, mu_x, on, wx, sx, get("x_labels")),
+            "y_labels": self._labels(xp, mu_y, on, wy, sy, get("y_labels")),
+            "keypoint_weight": xp.max(weight, axis=1, out=get("keypoint_weight")),
         }
+        return res
 
-    def _labels(self, xp: Any, mu: Array, on: Array, length: int, sigma: float) -> Array:
-        """``(B, N, K, length)`` labels, all 0 where ``on`` is False.
+    def _labels(self, xp: Any, mu: Array, on: Array, length: int, sigma: float,
+                out: Array | None = None) -> Array:
+        """``(B, K, length)`` labels: the max over instances of the ``(B, N, K, length)``
+        per-instance labels (all 0 where ``on`` is False), into ``out`` when given.
 
         Every label is a shifted copy of one kernel (mu is an integer bin), so the labels
         are rows gathered from a table: row ``s`` holds ``exp(-(i - mu)^2 / (2 sigma^2))``
@@ -107,17 +119,38 @@ class SimCC(Codec):
         ``[-m, length - 1 + m]``, ``m = ceil(3 sigma) + 1``; the last row is all zeros."""
         m = int(math.ceil(3.0 * sigma)) + 1
         rows = length + 2 * m
-        # table[t] = kernel at offset d = t - (length - 1 + m), t = 0 .. 2*length + 2m - 2
-        d = xp.arange(-(length - 1 + m), length + m, dtype=xp.float32)
-        kernel = xp.exp(-(d * d) / xp.float32(2.0 * sigma * sigma))
-        if self.normalize:
-            kernel = kernel / xp.float32(sigma * math.sqrt(2.0 * math.pi))
-        # row s = table[(length - 1 + m) - mu_s ...] with mu_s = s - m  ->  start = length - 1 + 2m - s
-        start = (length - 1 + 2 * m) - xp.arange(rows)
-        table = kernel[start[:, None] + xp.arange(length)]
-        table = xp.concatenate([table, xp.zeros((1, length), dtype=xp.float32)]).astype(xp.float32)
+        table = self._table(xp, length, sigma, m)
         sel = xp.where(on, xp.clip(mu, -m, length - 1 + m).astype(xp.int64) + m, rows)
-        return table[sel]
+        if sel.shape[1] == 1:  # one gather straight into the output
+            if out is None:
+                out = xp.empty((sel.shape[0], sel.shape[2], length), dtype=xp.float32)
+            if xp is np:  # mode="raise" (the default) would buffer ``out``; sel is in range
+                np.take(table, sel[:, 0], axis=0, out=out, mode="clip")
+            else:
+                xp.take(table, sel[:, 0], axis=0, out=out)
+            return out
+        return xp.max(table[sel], axis=1, out=out)
+
+    def _table(self, xp: Any, length: int, sigma: float, m: int) -> Array:
+        """The ``(length + 2m + 1, length)`` label table of :meth:`_labels`, built once per
+        array module / device and axis (it depends only on the codec's parameters)."""
+        dev = None if xp is np else xp.cuda.Device().id
+        key = (xp.__name__, dev, length, sigma)
+        cache = self.__dict__.setdefault("_tables", {})
+        table = cache.get(key)
+        if table is None:
+            rows = length + 2 * m
+            # kernel at offset d = t - (length - 1 + m), t = 0 .. 2*length + 2m - 2
+            d = xp.arange(-(length - 1 + m), length + m, dtype=xp.float32)
+            kernel = xp.exp(-(d * d) / xp.float32(2.0 * sigma * sigma))
+            if self.normalize:
+                kernel = kernel / xp.float32(sigma * math.sqrt(2.0 * math.pi))
+            # row s holds mu_s = s - m: it starts at kernel[length - 1 + 2m - s]
+            start = (length - 1 + 2 * m) - xp.arange(rows)
+            table = kernel[start[:, None] + xp.arange(length)]
+            table = xp.concatenate([table, xp.zeros((1, length), dtype=xp.float32)]).astype(xp.float32)
+            cache[key] = table
+        return table
 
     # ------------------------------------------------------------------ decode
     def decode(self, x_labels: Any, y_labels: Any) -> tuple[Any, Any]:

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from posefeed.targets._common import (
     Array,
-    as_keypoints,
     heatmap_argmax,
     mmpose_visibility,
     modulate_blur,
@@ -17,7 +16,7 @@ from posefeed.targets._common import (
     to_backend,
 )
 from posefeed.targets.base import Codec
-from posefeed.targets.gaussian_heatmap import windowed_gaussian_max
+from posefeed.targets.gaussian_heatmap import encode_heatmap, heatmap_output_shapes
 
 
 def refine_dark_udp(xp: Any, heatmaps: Array, col: Array, row: Array, ksize: int) -> tuple[Array, Array]:
@@ -141,17 +140,14 @@ class UDPHeatmap(Codec):
         weight = xp.where(draw & off, xp.float32(0), vis).max(axis=1).astype(xp.float32)
         return xp, p, weight
 
-    def encode(self, keypoints: Array) -> dict[str, Array]:
-        """``keypoints (B, N, K, 3)`` in input pixels -> ``heatmap (B, K, H, W)`` in [0, 1]
-        and ``keypoint_weight (B, K)``, float32, same array module as the input."""
-        xp, kp = as_keypoints(keypoints)
-        if self.use_kernel and xp.__name__ == "cupy":
-            from posefeed.targets import kernels  # noqa: PLC0415
+    def output_shapes(self, batch_size: int, num_keypoints: int) -> dict[str, tuple[int, ...]]:
+        return heatmap_output_shapes(self, batch_size, num_keypoints)
 
-            return kernels.gaussian_targets(self, kp, mode=2)
-        xp, p, weight = self.instance_params(kp)
-        hm = windowed_gaussian_max(xp, size=self.heatmap_size, sigma=self.sigma, **p)
-        return {"heatmap": hm, "keypoint_weight": weight}
+    def encode(self, keypoints: Array, out: Mapping[str, Array] | None = None) -> dict[str, Array]:
+        """``keypoints (B, N, K, 3)`` in input pixels -> ``heatmap (B, K, H, W)`` in [0, 1]
+        and ``keypoint_weight (B, K)``, float32, same array module as the input (written
+        into ``out``'s arrays when given)."""
+        return encode_heatmap(self, keypoints, out, 2)
 
     def decode(self, heatmap: Any) -> tuple[Any, Any]:
         """``heatmap (..., K, H, W)`` (NumPy, CuPy or torch) -> ``keypoints (..., K, 2)`` in

@@ -75,7 +75,23 @@ def load_coco(json_path: str | Path, image_root: str | Path | None = None, *,
         if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
             raise AnnotationError("image entry lacks id or file_name", file=path,
                                   row=f"images[{i}]", field="file_name")
+        if im["id"] in images:
+            raise AnnotationError(f"duplicated image id {im['id']!r} (also "
+                                  f"{images[im['id']].get('file_name')!r})", file=path,
+                                  row=f"images[{i}]", field="id")
         images[im["id"]] = im
+
+    seen_ids: dict[object, int] = {}
+    for i, ann in enumerate(data.get("annotations") or []):
+        if not isinstance(ann, dict):
+            raise AnnotationError("annotation is not an object", file=path,
+                                  row=f"annotations[{i}]")
+        aid = ann.get("id")
+        if aid is not None and aid in seen_ids:
+            raise AnnotationError(f"duplicated annotation id {aid!r} (also annotations"
+                                  f"[{seen_ids[aid]}])", file=path,
+                                  row=f"annotations[{i}] (id {aid})", field="id")
+        seen_ids[aid] = i
 
     rows, kps, boxes, ims = [], [], [], []
     for i, ann in enumerate(data.get("annotations") or []):
@@ -141,6 +157,11 @@ def load_coco(json_path: str | Path, image_root: str | Path | None = None, *,
     for f in files:
         individuals.append(f"individual{counter.get(f, 0)}")
         counter[f] = counter.get(f, 0) + 1
+    for i, box in enumerate(boxes):
+        if box is not None and not (box[0] < sizes[i, 0] - 0.5 and box[0] + box[2] > -0.5
+                                    and box[1] < sizes[i, 1] - 0.5 and box[1] + box[3] > -0.5):
+            raise AnnotationError(f"bbox {box} does not overlap its {sizes[i, 0]}x{sizes[i, 1]}"
+                                  f" image {files[i]!r}", file=path, row=rows[i], field="bbox")
     kp_arr, outside = clear_outside(np.stack(kps), sizes, rows, individuals, names, path)
     problems += outside
     auto = bbox_from_keypoints(kp_arr, sizes)

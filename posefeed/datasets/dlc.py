@@ -7,7 +7,10 @@ individual ``"single"``. Rows are images, indexed by a path string
 (``("labeled-data", "m4s1", "img0000.png")``), relative to the project folder.
 
 Conventions in the resulting `PoseTable`: a labelled keypoint gets ``v = 2`` (DeepLabCut has
-no occlusion flag); a NaN keypoint is stored as ``x = y = 0, v = 0``. Single-animal rows are
+no occlusion flag); a NaN keypoint is stored as ``x = y = 0, v = 0``, and so is a keypoint
+with only one of ``x``, ``y`` labelled (a repair, not an error); ``inf`` is an error naming
+the file, row and field; a keypoint outside its image is set to ``v = 0`` with a line in
+``table.problems``. Single-animal rows are
 kept even when nothing is labelled (a frame with no animal); in multi-animal files an
 individual with nothing labelled in a frame is not an instance and its row is dropped.
 """

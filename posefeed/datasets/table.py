@@ -88,6 +88,46 @@ class PoseTable:
         if missing:
             raise AnnotationError(f"PoseTable frame lacks columns {missing[:6]}", field="frame")
         self.frame = self.frame[expected].reset_index(drop=True)
+        self._validate()
+
+    def _validate(self) -> None:
+        """Invariants every consumer relies on (vectorised; the first violation raises,
+        naming the row and the field): image sizes >= 1, finite boxes of positive width and
+        height, ``v`` in {-1, 0, 1, 2} (-1: DeepLabCut's "ignore"), finite ``x, y`` where
+        ``v > 0``. A zero-area or NaN box would otherwise give NaN crops downstream."""
+        if not len(self.frame):
+            return
+        sizes = self.frame[[("width", ""), ("height", "")]].to_numpy(np.float64)
+        boxes = self.frame[[("bbox", f) for f in BBOX_FIELDS]].to_numpy(np.float64)
+        k = len(self.bodyparts)
+        kp = self.frame[keypoint_columns(self.bodyparts)].to_numpy(np.float64).reshape(-1, k, 3)
+        with np.errstate(over="ignore", invalid="ignore"):   # float32 casts of huge values
+            boxes32 = boxes.astype(np.float32)
+            xy32 = kp[..., :2].astype(np.float32)
+        checks = [
+            (~(sizes >= 1), [("width", "image width < 1"), ("height", "image height < 1")]),
+            (~np.isfinite(boxes32),                             # the views are float32
+             [(f"bbox.{f}", "non-finite box (in float32)") for f in BBOX_FIELDS]),
+            (np.column_stack([np.zeros((len(boxes), 2), bool), ~(boxes[:, 2:] > 0)]),
+             [(f"bbox.{f}", "box of zero area") for f in BBOX_FIELDS]),
+            (~np.isin(kp[..., 2], (-1.0, 0.0, 1.0, 2.0)),
+             [(f"{bp}.v", "visibility is not -1, 0, 1 or 2") for bp in self.bodyparts]),
+            ((kp[..., 2] > 0) & ~np.isfinite(xy32).all(axis=2),
+             [(f"{bp}.x/y", "non-finite coordinate of a labelled keypoint")
+              for bp in self.bodyparts]),
+        ]
+        for bad, fields in checks:
+            if bad.any():
+                i, j = np.argwhere(bad)[0]
+                field, what = fields[j]
+                value = {"width": sizes[i, 0], "height": sizes[i, 1]}.get(field)
+                if field.startswith("bbox"):
+                    value = boxes[i].tolist()
+                elif "." in field:
+                    value = kp[i, j].tolist()
+                image = self.frame[("image", "")].iloc[i]
+                raise AnnotationError(f"{what}: {value} (image {image!r})", row=int(i),
+                                      field=field)
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -221,6 +261,8 @@ def bbox_from_keypoints(keypoints: np.ndarray, image_sizes: np.ndarray,
                         margin: float = 20.0) -> np.ndarray:
     """Boxes ``(N, 4)`` xywh around the labelled (``v > 0``) keypoints, grown by ``margin``
     pixels on each side and clipped to the image; the whole image where nothing is labelled.
+    A box is at least 1 pixel wide and high (one keypoint with ``margin=0`` would otherwise
+    give a box of zero area).
 
     Pixel centres are integer coordinates, so the image spans ``[-0.5, size - 0.5]``.
     """
@@ -241,4 +283,8 @@ def bbox_from_keypoints(keypoints: np.ndarray, image_sizes: np.ndarray,
     y0 = np.clip(y0 - m, -0.5, sizes[:, 1] - 0.5)
     x1 = np.clip(x1 + m, -0.5, sizes[:, 0] - 0.5)
     y1 = np.clip(y1 + m, -0.5, sizes[:, 1] - 0.5)
+    x0 = np.minimum(x0, sizes[:, 0] - 1.5)      # >= -0.5 for a 1-pixel image
+    y0 = np.minimum(y0, sizes[:, 1] - 1.5)
+    x1 = np.maximum(x1, x0 + 1.0)
+    y1 = np.maximum(y1, y0 + 1.0)
     return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)

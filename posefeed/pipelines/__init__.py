@@ -2,7 +2,8 @@
 from posefeed.pipelines.augment import AugmentConfig, config_for_epoch, rtmpose_schedule
 from posefeed.pipelines.cache import CacheTooLarge
 from posefeed.pipelines.loader import PoseLoader
-from posefeed.pipelines.source import BadImageError
+from posefeed.pipelines.source import BadImageError, PipelineError
 
-__all__ = ["AugmentConfig", "BadImageError", "CacheTooLarge", "PoseLoader", "config_for_epoch",
+__all__ = ["AugmentConfig", "BadImageError", "CacheTooLarge", "PipelineError", "PoseLoader",
+           "config_for_epoch",
            "rtmpose_schedule"]

@@ -59,52 +59,94 @@ def check_fits(table: PoseTable, where: str, device_id: int = 0) -> int:
 
 
 def decode_all(paths: list[str], where: str, device_id: int | None, num_threads: int,
-               batch_size: int = 32, skip: set[int] | None = None) -> list:
+               batch_size: int = 32, skip: set[int] | None = None,
+               failures: dict[int, str] | None = None) -> list:
     """Decode ``paths`` once: a list of HWC uint8 RGB frames (NumPy on "host", torch CUDA
-    tensors on "device"); ``None`` for indices in ``skip`` (known bad files)."""
+    tensors on "device"); ``None`` for indices in ``skip`` (known bad files) and for files
+    the decoder rejects, whose reasons go into ``failures`` (index -> message). A batch that
+    fails is decoded again one file per pipeline to find the file(s) behind the error."""
+    skip = skip or set()
+    todo = [i for i in range(len(paths)) if i not in skip]
+    frames: list = [None] * len(paths)
+    failures = {} if failures is None else failures
+    chunks = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
+    done = 0
+    while done < len(chunks):
+        try:
+            done = _decode_chunks(paths, chunks, done, frames, where, device_id, num_threads)
+        except _ChunkFailed as f:  # find the file(s) behind the error, one pipeline each
+            for i in chunks[f.chunk]:
+                try:
+                    _decode_chunks(paths, [[i]], 0, frames, where, device_id, 1)
+                except _ChunkFailed as e:
+                    frames[i] = None
+                    failures[i] = _first_line(e.__cause__)
+            done = f.chunk + 1
+    return frames
+
+
+class _ChunkFailed(Exception):
+    def __init__(self, chunk: int):
+        super().__init__(chunk)
+        self.chunk = chunk
+
+
+def _first_line(e: Exception) -> str:
+    """The decoder's own message from a DALI error (its last non-empty line)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return f"the decoder failed: {lines[-1] if lines else type(e).__name__}"
+
+
+def _decode_chunks(paths: list[str], chunks: list[list[int]], first: int, frames: list,
+                   where: str, device_id: int | None, num_threads: int) -> int:
+    """Decode ``chunks[first:]`` with one DALI pipeline into ``frames``; raise `_ChunkFailed`
+    naming the chunk whose output failed. The pipeline is shut down before returning."""
     import nvidia.dali.fn as fn  # noqa: PLC0415
     import nvidia.dali.types as types  # noqa: PLC0415
     from nvidia.dali import pipeline_def  # noqa: PLC0415
 
-    skip = skip or set()
-    todo = [i for i in range(len(paths)) if i not in skip]
-    frames: list = [None] * len(paths)
-    if not todo:
-        return frames
     gpu = where == "device"
-    state = {"next": 0}
+    state = {"next": first}
 
     def source():
-        start = state["next"]
-        if start >= len(todo):
+        if state["next"] >= len(chunks):
             raise StopIteration
-        ids = todo[start:start + batch_size]
-        state["next"] = start + len(ids)
+        ids = chunks[state["next"]]
+        state["next"] += 1
         return [np.fromfile(paths[i], dtype=np.uint8) for i in ids]
 
-    @pipeline_def(batch_size=batch_size, num_threads=num_threads,
+    @pipeline_def(batch_size=max(len(c) for c in chunks[first:]), num_threads=num_threads,
                   device_id=device_id if gpu else None, prefetch_queue_depth=1)
     def decode_pipeline():
         data = fn.external_source(source=source, batch=True)
         return fn.decoders.image(data, device="mixed" if gpu else "cpu", output_type=types.RGB)
 
     pipe = decode_pipeline()
-    pipe.build()
-    done = 0
-    while True:
+    done = first
+    try:
+        pipe.build()
+        while True:
+            try:
+                (out,) = pipe.run()
+            except StopIteration:
+                return done
+            except Exception as e:  # noqa: BLE001 - DALI raises RuntimeError
+                raise _ChunkFailed(done) from e
+            for j, i in enumerate(chunks[done]):
+                frames[i] = _cuda_copy(out[j]) if gpu else np.array(out.at(j))
+            done += 1
+    finally:
+        shutdown_pipeline(pipe)
+
+
+def shutdown_pipeline(pipe) -> None:
+    """Stop a DALI pipeline's threads now rather than when the garbage collector gets to it."""
+    stop = getattr(pipe, "_shutdown", None)
+    if stop is not None:
         try:
-            (out,) = pipe.run()
-        except StopIteration:
-            break
-        if gpu:
-            for j in range(len(out)):
-                frames[todo[done + j]] = _cuda_copy(out[j])
-        else:
-            for j in range(len(out)):
-                frames[todo[done + j]] = np.array(out.at(j))
-        done += len(out)
-    del pipe
-    return frames
+            stop()
+        except Exception:  # noqa: BLE001 - best effort on a pipeline that already failed
+            pass
 
 
 def _cuda_copy(tensor_gpu):

@@ -95,6 +95,7 @@ def build_pipeline(spec: GraphSpec, source: SourceFn, codecs: Sequence[Codec], b
     affine, then each codec's outputs (see `output_names`)."""
     gpu = spec.device == "gpu"
     w, h = spec.input_size
+    cv_stage = OpenCVCrop(spec.input_size, num_threads) if spec.opencv else None
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads,
                   device_id=device_id if gpu else None, enable_conditionals=True,
@@ -127,7 +128,7 @@ def build_pipeline(spec: GraphSpec, source: SourceFn, codecs: Sequence[Codec], b
             # affine crop + YOLOX HSV + blur + median blur + dropout: OpenCV, thread pool
             crop = fn.python_function(frames, p["crop_affine"], p["hsv_lut"], p["hsv_on"],
                                       p["blur_size"], p["median_size"], p["drop_box"],
-                                      function=OpenCVCrop(spec.input_size, num_threads),
+                                      function=cv_stage,
                                       batch_processing=True, output_layouts="HWC")
         else:
             # affine crop: one matrix per sample (output -> input, pixel corners), black border
@@ -160,4 +161,7 @@ def build_pipeline(spec: GraphSpec, source: SourceFn, codecs: Sequence[Codec], b
             targets += list(outs) if isinstance(outs, (list, tuple)) else [outs]
         return (image, keypoints, index, affine, *targets)
 
-    return pose_pipeline()
+    pipe = pose_pipeline()
+    #: objects with a ``close()`` that own threads (closed with the pipeline by PoseLoader)
+    pipe.posefeed_resources = [cv_stage] if cv_stage is not None else []
+    return pipe

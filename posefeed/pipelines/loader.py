@@ -5,6 +5,7 @@ It drives the pipeline with ``pipe.run()`` and converts outputs with DLPack (DES
 """
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from typing import Any, Iterator, Sequence
@@ -16,8 +17,11 @@ from posefeed.datasets.table import PoseTable
 from posefeed.pipelines import cache as cache_mod
 from posefeed.pipelines.augment import AugmentConfig, Schedule, as_schedule
 from posefeed.pipelines.graph import GraphSpec, build_pipeline, output_names
-from posefeed.pipelines.source import BadImageError, BatchSource, ImageReader, SourceSpec
+from posefeed.pipelines.source import (BadImageError, BatchSource, ImageReader, PipelineError,
+                                       SourceSpec, decode_problem)
 from posefeed.targets.base import Codec
+
+log = logging.getLogger("posefeed.pipelines")
 
 
 def _cuda_ok() -> bool:
@@ -52,11 +56,18 @@ class PoseLoader:
         shard: ``(rank, world)``; default from ``torch.distributed`` when initialised.
         cache: None, "host" or "device": keep decoded frames in memory (filled on first use).
         image_dtype: "float32" (ImageNet-normalised) or "uint8".
-        on_bad_image: "raise" (error naming the file) or "skip" (replace by the next good
-            sample, counted in ``skipped`` and logged). Files are checked once each, in the
-            source (empty, JPEG/PNG magic number, PIL ``verify``); a file that passes these
-            checks but still fails in the decoder raises `BadImageError` listing the files of
-            the batches in flight.
+        on_bad_image: "raise" (`BadImageError` naming the file and its table rows) or "skip"
+            (replace the sample by the next sample in table order whose image is good, so the
+            epoch keeps its length and the same seed gives the same replacement; counted in
+            ``skipped`` and logged as a warning on the ``posefeed.pipelines`` logger). Files
+            are checked once each, in the source (empty, JPEG/PNG magic number, PIL
+            ``verify``, size against the table). A file that passes these checks but fails
+            in the decoder or the OpenCV stage (e.g. a truncated JPEG) is found after the
+            error by decoding the files of the batches in flight (PIL, OpenCV, then DALI's
+            decoder one file at a time): "raise" names it, "skip" marks it bad, rebuilds the
+            pipeline and continues from the same batch. An error that no file explains (a
+            codec raising) is a `PipelineError`; an exception from the sample source passes
+            through unchanged.
         device_id: CUDA device (default: torch's current device).
         cpu_backend: on CPU, "opencv" (crop, HSV, blurs and dropout in one OpenCV stage of
             the graph; exact MMPose/albumentations ops, ~3x faster) or "dali" (DALI ops as on
@@ -123,6 +134,7 @@ class PoseLoader:
         self._clean = False
         self._epoch = 0
         self._batch = 0
+        self._skipped = 0
 
     # -- torch DataLoader-like API ------------------------------------------------------
     def __len__(self) -> int:
@@ -134,8 +146,9 @@ class PoseLoader:
 
     @property
     def skipped(self) -> int:
-        """Samples replaced because their image could not be decoded (``on_bad_image="skip"``)."""
-        return self.source.skipped
+        """Samples replaced because their image could not be decoded (``on_bad_image="skip"``),
+        counted in the batches yielded (kept in `state_dict`)."""
+        return self._skipped
 
     def set_epoch(self, epoch: int) -> None:
         """Move to the start of ``epoch`` (kept as is when already inside that epoch, e.g. after
@@ -146,12 +159,14 @@ class PoseLoader:
     def state_dict(self) -> dict[str, Any]:
         """Position to resume from: the epoch and the number of batches already yielded."""
         return {"epoch": self._epoch, "batch": self._batch, "seed": self.spec.seed,
-                "shard": (self.spec.rank, self.spec.world), "num_batches": len(self)}
+                "shard": (self.spec.rank, self.spec.world), "num_batches": len(self),
+                "skipped": self._skipped}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if int(state.get("seed", self.spec.seed)) != self.spec.seed:
             raise ValueError(f"state was saved with seed {state['seed']}, loader has {self.spec.seed}")
         self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
+        self._skipped = int(state.get("skipped", self._skipped))
         if self._batch >= len(self):
             self._epoch, self._batch = self._epoch + 1, 0
 
@@ -160,6 +175,7 @@ class PoseLoader:
         pipe = self._pipeline()
         self.source.seek(epoch, start)
         self._clean = False
+        finished = False
         done = start
         try:
             while True:
@@ -168,25 +184,50 @@ class PoseLoader:
                 except StopIteration:
                     pipe.reset()
                     break
-                except BadImageError:
-                    raise
                 except Exception as e:
-                    raise self._decode_error(e) from e
+                    if e is self.source.last_error:      # the sample source raised
+                        raise
+                    self._release(pipe)
+                    self._handle_failure(e)               # raises unless files were marked bad
+                    pipe = self._pipeline()               # skip: continue from batch `done`
+                    self.source.seek(epoch, done)
+                    self._clean = False
+                    continue
                 batch = self._to_torch(outs)
+                self._count_replaced(epoch, done)
                 done += 1
                 self._batch = done
                 yield batch
+            finished = True
             self._clean = True
             self._epoch, self._batch = epoch + 1, 0
         finally:
-            if not self._clean:  # abandoned mid-epoch: prefetched batches are stale
-                self._pipe = None
+            if not finished:  # abandoned mid-epoch or failed: prefetched batches are stale
+                self._release(pipe)
+
+    def close(self) -> None:
+        """Stop the pipeline and the loader's threads now. The loader stays usable: the next
+        iteration builds a new pipeline and continues from `state_dict`."""
+        self._release(self._pipe)
+        self.source.reader.close()
+
+    def __enter__(self) -> "PoseLoader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
     # -- internals --------------------------------------------------------------------------
     def _pipeline(self):
         if self._pipe is not None and self._clean:
             return self._pipe
-        self._pipe = None
+        self._release(self._pipe)
         if self.cache is not None and self.source.reader.frames is None:
             self._fill_cache()
         cv_decode = (self.device == "cpu" and self.cpu_backend == "opencv"
@@ -205,23 +246,72 @@ class PoseLoader:
         self._pipe = pipe
         return pipe
 
+    def _release(self, pipe) -> None:
+        """Shut ``pipe`` down (its DALI threads and the OpenCV stage's pool)."""
+        if pipe is None:
+            return
+        if self._pipe is pipe:
+            self._pipe = None
+        cache_mod.shutdown_pipeline(pipe)
+        for r in getattr(pipe, "posefeed_resources", ()):
+            r.close()
+
+    def _count_replaced(self, epoch: int, index: int) -> None:
+        for sid, nxt, path, why in self.source.replaced.pop((epoch, index), ()):
+            self._skipped += 1
+            log.warning("skipping bad image %s (%s): epoch %d batch %d uses sample %d instead "
+                        "of %d", path, why, epoch, index, nxt, sid)
+
     def _fill_cache(self) -> None:
         reader = self.source.reader
         bad = {i for i in range(len(reader.paths)) if reader.bad_reason(i) is not None}
         if bad and self.spec.on_bad_image == "raise":
             i = min(bad)
-            raise BadImageError(f"cannot decode image {reader.paths[i]}: {reader.bad_reason(i)}",
-                                file=reader.paths[i])
+            raise self.source.bad_image_error(i, reader.bad_reason(i))
+        failures: dict[int, str] = {}
         frames = cache_mod.decode_all(reader.paths, self.cache, self.device_id, self.num_threads,
-                                      skip=bad)
-        self.source.reader = ImageReader(self.table, frames)
+                                      skip=bad, failures=failures)
+        if failures and self.spec.on_bad_image == "raise":
+            i = min(failures)
+            raise self.source.bad_image_error(i, failures[i])
+        new = ImageReader(self.table, frames)
+        for i, why in {**{i: reader.bad_reason(i) for i in bad}, **failures}.items():
+            new.mark_bad(i, why)
+        reader.close()
+        self.source.reader = new
 
-    def _decode_error(self, e: Exception) -> Exception:
-        paths = self.source.reader.paths
-        files = sorted({paths[i] for ids in self.source.recent for i in ids})
-        return BadImageError(f"DALI failed on a batch with one of these files: {files[:8]}"
-                             f"{' ...' if len(files) > 8 else ''}: {e}",
-                             file=files[0] if len(files) == 1 else None)
+    def _handle_failure(self, e: Exception) -> None:
+        """After the pipeline failed: find the files of the batches in flight that do not
+        decode. "raise" (or nothing found) raises; "skip" marks them bad and returns."""
+        reader, source = self.source.reader, self.source
+        ids = sorted({int(i) for b in source.recent for i in np.asarray(b).ravel()})
+        found: dict[int, str] = {}
+        if reader.frames is None:
+            candidates = [i for i in ids if not reader.bad[i]]
+            for i in candidates:
+                why = decode_problem(reader.read(i), tuple(reader.sizes[i]))
+                if why is not None:
+                    found[i] = why
+            if not found and candidates:   # only DALI's decoder rejects it: ask it, per file
+                failures: dict[int, str] = {}
+                paths = [reader.paths[i] for i in candidates]
+                cache_mod.decode_all(paths, "host", None, 1, batch_size=len(paths),
+                                     failures=failures)
+                found = {candidates[j]: why for j, why in failures.items()}
+        if not found:
+            files = [reader.paths[i] for i in ids]
+            raise PipelineError(
+                f"the pipeline failed in epoch {self._epoch}, batch {self._batch} or the one "
+                f"after, and every image of those batches decodes, so a stage other than "
+                f"decoding raised (files: {files[:8]}{' ...' if len(files) > 8 else ''}): "
+                f"{e}") from e
+        if self.spec.on_bad_image == "raise":
+            i = min(found)
+            raise source.bad_image_error(i, found[i]) from e
+        for i, why in found.items():
+            reader.mark_bad(i, why)
+            log.warning("image %s fails in the decoder (%s); its samples will be replaced",
+                        reader.paths[i], why)
 
     def _to_torch(self, outs) -> dict[str, torch.Tensor]:
         batch: dict[str, torch.Tensor] = {}

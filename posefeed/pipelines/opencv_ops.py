@@ -41,9 +41,17 @@ class OpenCVCrop:
         self.size = (int(input_size[0]), int(input_size[1]))
         self.threads = max(1, int(threads))
         self._pool: ThreadPoolExecutor | None = None
+        self._closed = False
 
     def __getstate__(self):
-        return {"size": self.size, "threads": self.threads, "_pool": None}
+        return {"size": self.size, "threads": self.threads, "_pool": None, "_closed": False}
+
+    def close(self) -> None:
+        """Stop the thread pool (a call after this runs on the calling thread)."""
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     def one(self, frame, affine, lut, hsv_on, blur, median, box) -> np.ndarray:
         import cv2  # noqa: PLC0415
@@ -72,6 +80,8 @@ class OpenCVCrop:
         return out
 
     def __call__(self, frames, affines, luts, hsv_on, blur, median, boxes):
+        if self._closed:
+            return list(map(self.one, frames, affines, luts, hsv_on, blur, median, boxes))
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="posefeed-cv2")
         return list(self._pool.map(self.one, frames, affines, luts, hsv_on, blur, median, boxes))

@@ -213,6 +213,7 @@ def _half_body(cfg: AugmentConfig, kp: np.ndarray, labelled: np.ndarray, u_half:
     big = np.finfo(np.float64).max
     mn = np.where(sel[..., None], xy, big).min(axis=1)
     mx = np.where(sel[..., None], xy, -big).max(axis=1)
-    size = np.where(sel.any(axis=1)[:, None], mx - mn, 1.0) * cfg.half_body_padding
+    has = sel.any(axis=1)[:, None]           # (no overflow from big - (-big) where none is)
+    size = (np.where(has, mx, 1.0) - np.where(has, mn, 0.0)) * cfg.half_body_padding
     applied &= sel.sum(axis=1) >= 2
     return center, np.maximum(size, 1.0), applied

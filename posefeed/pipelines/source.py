@@ -40,11 +40,47 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 class BadImageError(RuntimeError):
-    """An image file that cannot be decoded (``file`` names it)."""
+    """An image file that cannot be decoded (``file`` names it, ``rows`` lists the table rows
+    that use it)."""
 
-    def __init__(self, message: str, file: str | None = None):
+    def __init__(self, message: str, file: str | None = None, rows: list[int] | None = None):
         super().__init__(message)
         self.file = file
+        self.rows = list(rows or [])
+
+
+class PipelineError(RuntimeError):
+    """The DALI pipeline failed on a batch whose image files all decode (a codec or another
+    stage raised); the original exception is the ``__cause__``."""
+
+
+def rows_text(rows: list[int], limit: int = 8) -> str:
+    more = f" ... ({len(rows)} rows)" if len(rows) > limit else ""
+    return f"table row{'s' if len(rows) != 1 else ''} {rows[:limit]}{more}"
+
+
+def decode_problem(data: bytes, size: tuple[int, int] | None = None) -> str | None:
+    """Why ``data`` cannot be fully decoded, or ``None``: the cheap checks
+    (`check_image_bytes`), then a full decode with PIL and with OpenCV (a truncated JPEG passes
+    the header checks but fails here). Used to find the file behind a decoder error."""
+    why = check_image_bytes(data, size)
+    if why is not None:
+        return why
+    try:
+        from PIL import Image, ImageFile  # noqa: PLC0415
+
+        if not ImageFile.LOAD_TRUNCATED_IMAGES:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+    except Exception as e:  # noqa: BLE001 - PIL raises many kinds
+        return f"PIL cannot decode it: {type(e).__name__}: {e}"
+    import cv2  # noqa: PLC0415
+
+    try:
+        ok = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) is not None
+    except cv2.error as e:
+        return f"OpenCV cannot decode it: {e}"
+    return None if ok else "OpenCV cannot decode it"
 
 
 # -- order -----------------------------------------------------------------------------------
@@ -144,6 +180,26 @@ class ImageReader:
             self._read(image_id)
         return self._bad.get(image_id)
 
+    def mark_bad(self, image_id: int, why: str) -> None:
+        """Record that an image failed to decode (found by the decoder, after the checks)."""
+        self._checked[image_id] = True
+        self._bad[image_id] = why
+        self._bad_mask[image_id] = True
+
+    def read(self, image_id: int) -> bytes:
+        """The file's bytes (empty when it cannot be read)."""
+        try:
+            with open(self.paths[image_id], "rb") as f:
+                return f.read()
+        except OSError:
+            return b""
+
+    def close(self) -> None:
+        """Stop the reading threads (a later read starts them again)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
     def _read(self, image_id: int) -> bytes:
         path = self.paths[image_id]
         try:
@@ -231,8 +287,13 @@ class BatchSource:
         self._sizes = table.image_sizes
         self._flip_perm = flip_permutation(table.num_keypoints, table.flip_pairs)
         self._upper, self._lower = half_body_sets(table.bodyparts)
-        self.skipped = 0
         self._epoch, self._next = 0, 0
+        #: ``(sample, replacement, path, why)`` for each sample `batch` replaced last time
+        self.last_replaced: list[tuple] = []
+        #: replacements of the batches handed to DALI since `seek`, by ``(epoch, batch)``
+        self.replaced: dict[tuple[int, int], list[tuple]] = {}
+        #: the exception the last call raised (to tell a source failure from a DALI one)
+        self.last_error: BaseException | None = None
         self._plan: tuple[int, list[np.ndarray]] | None = None
         #: image ids of the batches handed to DALI, newest last (to name files on errors)
         self.recent: list[np.ndarray] = []
@@ -257,35 +318,51 @@ class BatchSource:
     def seek(self, epoch: int, batch: int = 0) -> None:
         self._epoch, self._next = int(epoch), int(batch)
         self.recent.clear()
+        self.replaced.clear()
+        self.last_error = None
 
     # -- batches ------------------------------------------------------------------------------
-    def _replace_bad(self, ids: np.ndarray) -> np.ndarray:
+    def image_rows(self, image_id: int) -> list[int]:
+        """Table rows whose image is ``image_id``."""
+        return np.flatnonzero(self.row_image == image_id).tolist()
+
+    def bad_image_error(self, image_id: int, why: str) -> BadImageError:
+        path = self.reader.paths[image_id]
+        rows = self.image_rows(image_id)
+        return BadImageError(f"cannot decode image {path} ({rows_text(rows)}): {why}",
+                             file=path, rows=rows)
+
+    def _replace_bad(self, ids: np.ndarray) -> tuple[np.ndarray, list[tuple]]:
         """Check each sample's image; bad ones raise, or are replaced by the next good sample
-        (in table order, wrapping around). Vectorised once every file has been checked."""
+        (in table order, wrapping around; a pure function of the set of bad files, so the
+        same seed gives the same replacement). Returns the ids and one
+        ``(sample, replacement, path, why)`` per replaced sample. Vectorised once every file
+        has been checked."""
         images = self.sample_image[ids]
         for i in np.unique(images[~self.reader.checked[images]]):
             self.reader.bad_reason(int(i))
         if not self.reader.bad[images].any():
-            return ids
+            return ids, []
         out = ids.copy()
+        replaced = []
         for j, sid in enumerate(ids):
-            why = self.reader.bad_reason(int(self.sample_image[sid]))
+            image = int(self.sample_image[sid])
+            why = self.reader.bad_reason(image)
             if why is None:
                 continue
-            path = self.reader.paths[int(self.sample_image[sid])]
             if self.spec.on_bad_image == "raise":
-                raise BadImageError(f"cannot decode image {path}: {why}", file=path)
+                raise self.bad_image_error(image, why)
             nxt = int(sid)
             for _ in range(self.num_samples):
                 nxt = (nxt + 1) % self.num_samples
                 if self.reader.bad_reason(int(self.sample_image[nxt])) is None:
                     break
             else:
-                raise BadImageError("no decodable image in the dataset", file=path)
-            self.skipped += 1
-            log.warning("skipping bad image %s (%s); using sample %d instead", path, why, nxt)
+                raise BadImageError("no decodable image in the dataset",
+                                    file=self.reader.paths[image])
+            replaced.append((int(sid), nxt, self.reader.paths[image], why))
             out[j] = nxt
-        return out
+        return out, replaced
 
     def batch(self, epoch: int, index: int, check_images: bool = True
               ) -> tuple[np.ndarray, BatchParams]:
@@ -293,8 +370,9 @@ class BatchSource:
         (``check_images=False`` skips reading the files, for inspecting the plan)."""
         s = self.spec
         ids = self.plan(epoch)[index]
+        self.last_replaced = []
         if check_images:
-            ids = self._replace_bad(ids)
+            ids, self.last_replaced = self._replace_bad(ids)
         rows = self.samples[ids]
         valid = rows >= 0
         safe = np.where(valid, rows, 0)
@@ -311,10 +389,16 @@ class BatchSource:
     def __call__(self) -> tuple:
         if self._next >= len(self):
             raise StopIteration
-        rows, p = self.batch(self._epoch, self._next)
-        self._next += 1
-        image_ids = self.row_image[rows[:, 0]]
-        images = self.reader.get_many(image_ids)
+        try:
+            rows, p = self.batch(self._epoch, self._next)
+            if self.last_replaced:
+                self.replaced[(self._epoch, self._next)] = self.last_replaced
+            self._next += 1
+            image_ids = self.row_image[rows[:, 0]]
+            images = self.reader.get_many(image_ids)
+        except Exception as e:
+            self.last_error = e
+            raise
         self.recent.append(image_ids)
         del self.recent[:-4]
         return dali_feed(images, rows, p, self._sizes[rows[:, 0]], self.spec.input_size,

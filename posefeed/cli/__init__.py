@@ -18,6 +18,8 @@ def _register() -> None:
     from posefeed.cli import inspect  # noqa: F401
     from posefeed.cli import bench  # noqa: F401
     from posefeed.cli import show  # noqa: F401
+    from posefeed.cli import train  # noqa: F401
+    from posefeed.cli import demo  # noqa: F401
 
 
 def main() -> None:

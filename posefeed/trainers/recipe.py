@@ -1,0 +1,243 @@
+"""One training run end to end (what ``posefeed train`` and ``posefeed demo`` call):
+load + split the dataset, build codec, loaders, model and `Trainer`, train, evaluate on the
+held-out split (with the mean-pose baseline beside it), write metrics.json, DeepLabCut-format
+predictions and plots."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from posefeed.trainers.losses import LossConfig, PoseLoss
+from posefeed.trainers.models import ModelConfig, build_model, count_parameters
+from posefeed.trainers.predict import evaluate, mean_pose_rmse, write_dlc_predictions
+from posefeed.trainers.trainer import Trainer, TrainConfig, resolve_device
+
+
+@dataclass
+class RunConfig:
+    """A training run. ``input_size=None``: (192, 256) in topdown mode; in frame mode the
+    frame scaled to at most 320 px on its long side, rounded to the backbone stride."""
+
+    data: str | Path
+    out: str | Path = "runs/train"
+    codec: str = "heatmap"              # "heatmap" (Gaussian), "dlc" (+ locref), "simcc"
+    epochs: int = 100
+    batch_size: int = 8
+    input_size: tuple[int, int] | None = None
+    mode: str = "auto"                  # "frame", "topdown", "auto" (frame if 1 animal/image)
+    device: str = "auto"
+    loader: str = "auto"                # "posefeed" (PoseLoader), "torch" (TorchFrameLoader)
+    train_fraction: float = 0.95
+    seed: int = 0
+    resume: bool = False
+    eval_every: int = 5
+    pcutoff: float = 0.6
+    lr: float | None = None             # None: the recipe's 4e-3
+    heatmap_loss: str = "bce"           # "bce" (DeepLabCut) or "mse" (MMPose)
+    scale_schedule: bool = True         # TrainConfig.scaled_for(total steps)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    max_frame_side: int = 320
+
+
+def load_table(path: str | Path) -> Any:
+    """Any dataset posefeed reads (DLC project / .h5 / .csv, COCO .json)."""
+    try:
+        from posefeed.datasets.resolve import load_dataset  # noqa: PLC0415
+    except ImportError:  # older checkout: DLC only
+        from posefeed.datasets.dlc import load_dlc as load_dataset  # noqa: PLC0415
+    return load_dataset(path)
+
+
+def choose_mode(table: Any, mode: str) -> str:
+    if mode != "auto":
+        return mode
+    return "frame" if len(table.images) == len(table) else "topdown"
+
+
+def default_input_size(table: Any, mode: str, stride: int, max_side: int = 320
+                       ) -> tuple[int, int]:
+    if mode == "topdown":
+        return (192, 256)
+    w, h = np.median(table.image_sizes, axis=0)
+    s = min(1.0, max_side / max(w, h))
+    return (max(stride, int(round(w * s / stride)) * stride),
+            max(stride, int(round(h * s / stride)) * stride))
+
+
+def build_codec(kind: str, input_size: tuple[int, int], heatmap_stride: int = 4) -> Any:
+    """The codec for ``kind`` at ``input_size`` (heatmaps at ``heatmap_stride``)."""
+    hm = (input_size[0] // heatmap_stride, input_size[1] // heatmap_stride)
+    if kind == "heatmap":
+        from posefeed.targets.gaussian_heatmap import GaussianHeatmap  # noqa: PLC0415
+        return GaussianHeatmap(input_size, hm, sigma=2.0)
+    if kind == "dlc":
+        from posefeed.targets.dlc_heatmap import DLCHeatmap  # noqa: PLC0415
+        return DLCHeatmap(heatmap_stride, hm, pos_dist_thresh=17.0 * heatmap_stride / 8)
+    if kind == "simcc":
+        from posefeed.targets.simcc import SimCC  # noqa: PLC0415
+        return SimCC(input_size)
+    raise ValueError(f"unknown codec {kind!r} (use 'heatmap', 'dlc' or 'simcc')")
+
+
+def build_loaders(rc: RunConfig, train: Any, test: Any, codec: Any, mode: str,
+                  input_size: tuple[int, int]) -> tuple[Any, Any]:
+    """(train loader, evaluation loader): PoseLoader, or TorchFrameLoader for frame mode
+    when ``loader="torch"`` (or "auto" and PoseLoader cannot be imported)."""
+    kind = rc.loader
+    if kind == "auto":
+        try:
+            import posefeed.pipelines.loader  # noqa: F401, PLC0415
+            kind = "posefeed"
+        except Exception:  # noqa: BLE001 - DALI missing or broken
+            kind = "torch"
+    dev = "gpu" if resolve_device(rc.device).type == "cuda" else "cpu"
+    if kind == "posefeed":
+        from posefeed.pipelines.augment import AugmentConfig  # noqa: PLC0415
+        from posefeed.pipelines.loader import PoseLoader  # noqa: PLC0415
+
+        common = dict(mode=mode, input_size=input_size, device=dev, seed=rc.seed)
+        try:   # decoded frames kept in host memory when they fit (decode once)
+            tr = PoseLoader(train, codec, batch_size=rc.batch_size, cache="host", **common)
+        except MemoryError:   # pipelines.cache.CacheTooLarge
+            tr = PoseLoader(train, codec, batch_size=rc.batch_size, **common)
+        ev = PoseLoader(test, codec, batch_size=rc.batch_size, shuffle=False, drop_last=False,
+                        schedule=AugmentConfig.none(), **common)
+        return tr, ev
+    if kind != "torch":
+        raise ValueError(f"unknown loader {kind!r} (use 'posefeed', 'torch' or 'auto')")
+    if mode != "frame":
+        raise ValueError("the torch loader does frame mode only; use --loader posefeed")
+    from posefeed.trainers.frame_loader import FrameAugment, TorchFrameLoader  # noqa: PLC0415
+
+    tr = TorchFrameLoader(train, codec, input_size, rc.batch_size, FrameAugment(), rc.seed)
+    ev = TorchFrameLoader(test, codec, input_size, rc.batch_size, None, rc.seed,
+                          shuffle=False, drop_last=False)
+    return tr, ev
+
+
+def run(rc: RunConfig, on_step: Callable[[dict[str, Any]], None] | None = None,
+        log: Callable[[str], None] = print, table: Any = None) -> dict[str, Any]:
+    """Train and evaluate; writes ``out/metrics.json``, ``out/predictions.h5/.csv``,
+    ``out/loss.png``, ``out/metrics.png``, ``out/checkpoints/``. Returns the metrics."""
+    t_start = time.perf_counter()
+    out = Path(rc.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(rc.seed)
+    table = load_table(rc.data) if table is None else table
+    train, test = table.split(rc.train_fraction, rc.seed)
+    if len(test) == 0 or len(train) == 0:
+        raise ValueError(f"split {rc.train_fraction} of {len(table.images)} images leaves "
+                         "an empty train or test set")
+    mode = choose_mode(table, rc.mode)
+    input_size = rc.input_size or default_input_size(table, mode, rc.model.stride,
+                                                     rc.max_frame_side)
+    codec = build_codec(rc.codec, input_size, rc.model.heatmap_stride)
+    train_loader, eval_loader = build_loaders(rc, train, test, codec, mode, input_size)
+    model = build_model(rc.codec, table.num_keypoints, input_size, rc.model)
+    iters = len(train_loader)
+    if iters == 0:
+        raise ValueError(f"batch size {rc.batch_size} is larger than the training set")
+    cfg = TrainConfig(epochs=rc.epochs, eval_every=rc.eval_every, device=rc.device,
+                      seed=rc.seed)
+    if rc.lr is not None:
+        cfg = dataclasses.replace(cfg, lr=rc.lr)
+    if rc.scale_schedule:
+        cfg = cfg.scaled_for(rc.epochs * math.ceil(iters / cfg.accumulate))
+    logits = rc.codec in ("heatmap", "dlc") and rc.heatmap_loss == "bce"
+    loss_fn = PoseLoss(LossConfig(heatmap=rc.heatmap_loss))
+
+    def val_fn(m: torch.nn.Module) -> dict[str, float]:
+        return evaluate(m, eval_loader, codec, test, rc.pcutoff, heatmap_logits=logits)[0]
+
+    trainer = Trainer(model, train_loader, cfg, loss_fn=loss_fn, val_fn=val_fn, out_dir=out,
+                      on_step=on_step, log=log)
+    log(f"{len(train)} train / {len(test)} test instances, {mode} mode, input {input_size}, "
+        f"codec {rc.codec}, {count_parameters(model) / 1e6:.2f} M parameters, "
+        f"device {trainer.device}, {iters} batches/epoch")
+    if rc.resume and not trainer.resume():
+        log("no checkpoint to resume from: starting fresh")
+    trainer.fit()
+
+    metrics, pred = evaluate(trainer.eval_model(), eval_loader, codec, test, rc.pcutoff,
+                             heatmap_logits=logits)
+    baseline = mean_pose_rmse(train.keypoints, test.keypoints)
+    result: dict[str, Any] = {
+        **metrics, "mean_pose_rmse_px": baseline, "epochs": trainer.epoch,
+        "seconds": time.perf_counter() - t_start,
+        "train_seconds": float(sum(h["seconds"] for h in trainer.history)),
+        "codec": rc.codec, "mode": mode, "input_size": list(input_size),
+        "train_instances": len(train), "test_instances": len(test), "pcutoff": rc.pcutoff,
+        "device": str(trainer.device), "parameters": count_parameters(model),
+        "guard_events": trainer.events,
+    }
+    write_dlc_predictions(out / "predictions", test, pred)
+    (out / "metrics.json").write_text(json.dumps(json_safe(result), indent=2))
+    (out / "history.json").write_text(json.dumps(json_safe(trainer.history), indent=2))
+    plot_history(trainer.history, trainer.step_losses, baseline, out)
+    return result
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN / inf -> None (valid JSON), NumPy scalars -> Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def plot_history(history: list[dict[str, Any]], step_losses: list[float], baseline: float,
+                 out: Path) -> None:
+    """``loss.png`` (per batch and per epoch) and ``metrics.png`` (RMSE vs the mean-pose
+    baseline, PCK, OKS AP) with matplotlib's Agg backend."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if step_losses:
+        ax.plot(np.arange(1, len(step_losses) + 1), step_losses, lw=0.5, alpha=0.5,
+                label="batch")
+        per_epoch = len(step_losses) / max(len(history), 1)
+        ax.plot([(i + 1) * per_epoch for i in range(len(history))],
+                [h["loss"] for h in history], "o-", ms=3, label="epoch mean")
+        pos = [v for v in step_losses if np.isfinite(v) and v > 0]
+        if pos and max(pos) / min(pos) > 50:
+            ax.set_yscale("log")
+    ax.set_xlabel("batch")
+    ax.set_ylabel("training loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=100)
+    plt.close(fig)
+
+    evals = [h for h in history if "rmse_px" in h]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    if evals:
+        ep = [h["epoch"] + 1 for h in evals]
+        a1.plot(ep, [h["rmse_px"] for h in evals], "o-", label="model")
+        a1.axhline(baseline, color="gray", ls="--", label="mean-pose baseline")
+        for key in ("pck_0.05", "pck_0.1", "oks_ap"):
+            a2.plot(ep, [h[key] for h in evals], "o-", label=key)
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("test RMSE (px)")
+    a1.legend()
+    a2.set_xlabel("epoch")
+    a2.set_ylim(0, 1)
+    a2.legend()
+    fig.tight_layout()
+    fig.savefig(out / "metrics.png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,352 @@
+"""A thin training loop over any iterable of batch dicts (PoseLoader or a DataLoader).
+
+One epoch is::
+
+    for batch in loader:
+        with autocast(bf16 on GPU):
+            loss = loss_fn(model(batch["image"]), batch)
+        if guard says the loss is bad: skip / lower the lr / roll back   (logged)
+        (loss / accumulate).backward()
+        every `accumulate` batches: clip grads (35), AdamW step, lr schedule step, EMA update
+
+then evaluation every ``eval_every`` epochs (on the EMA weights) and an atomic checkpoint
+(model, optimizer, scheduler, EMA, loader state, epoch, history).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import statistics
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from posefeed.trainers.checkpoint import CheckpointManager, load_checkpoint
+from posefeed.trainers.losses import PoseLoss
+from posefeed.trainers.schedule import ExpMomentumEMA, WarmupFlatCosine, build_optimizer
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass
+class GuardConfig:
+    """What counts as a bad step and what to do about it.
+
+    A loss is bad when it is NaN/inf, or (after ``min_history`` good steps) more than
+    ``spike_factor`` times the median of the last ``window`` good losses; a non-finite
+    gradient norm is bad too. Actions: "skip" (drop the step), "lower_lr" (drop it and
+    multiply the lr by ``lr_factor``), "rollback" (reload the last good checkpoint, then
+    lower the lr), "none" (train on). More than ``max_events`` bad steps abort the run.
+    """
+
+    action: str = "skip"
+    spike_factor: float = 10.0
+    window: int = 100
+    min_history: int = 20
+    lr_factor: float = 0.5
+    max_events: int = 100
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters; the defaults are the RTMPose recipe (iterations are
+    optimizer steps). Use `scaled_for` for short runs."""
+
+    epochs: int = 420
+    lr: float = 4e-3
+    weight_decay: float = 0.05
+    warmup_iters: int = 1000
+    warmup_start_factor: float = 1e-5
+    cosine_start: float = 0.5          # fraction of the run where the cosine begins
+    eta_min: float = 2e-4
+    ema: bool = True
+    ema_momentum: float = 2e-4
+    ema_gamma: float = 2000.0
+    grad_clip: float | None = 35.0
+    amp: bool = True                   # bf16 autocast on CUDA (ignored on CPU)
+    accumulate: int = 1                # batches per optimizer step
+    eval_every: int = 10               # epochs; the last epoch is always evaluated
+    checkpoint_every: int = 1          # epochs
+    keep_last: int = 3
+    best_metric: str = "rmse_px"       # lower is better
+    device: str = "auto"               # "auto" | "cpu" | "gpu" | "cuda" | "cuda:1" ...
+    seed: int = 0
+    guard: GuardConfig = field(default_factory=GuardConfig)
+
+    def scaled_for(self, total_iters: int) -> "TrainConfig":
+        """A copy for a run of ``total_iters`` optimizer steps: warm-up at most a tenth of
+        the run, EMA averaging over about the last tenth (momentum >= 10 / total) with its
+        exp warm-up (gamma) a twentieth of the run. Unchanged for runs of >= 100k steps."""
+        if total_iters >= 100_000:
+            return dataclasses.replace(self)
+        t = max(int(total_iters), 1)
+        return dataclasses.replace(
+            self, warmup_iters=min(self.warmup_iters, max(t // 10, 1)),
+            ema_momentum=max(self.ema_momentum, min(10.0 / t, 0.1)),
+            ema_gamma=min(self.ema_gamma, max(t / 20, 1.0)))
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """"auto" -> CUDA when available, else CPU; "gpu" -> "cuda"."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device("cuda" if device == "gpu" else device)
+
+
+def prepare_image(image: Tensor) -> Tensor:
+    """uint8 RGB ``(B, 3, H, W)`` -> float normalised with the ImageNet mean/std (0..255
+    units); float images are returned as they are (PoseLoader already normalised them)."""
+    if image.dtype != torch.uint8:
+        return image
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device).view(1, 3, 1, 1)
+    return (image.float() - mean) / std
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batch.items()}
+
+
+class StabilityGuard:
+    """Flags non-finite losses and spikes far above the running median of good losses."""
+
+    def __init__(self, config: GuardConfig) -> None:
+        self.config = config
+        self.history: deque[float] = deque(maxlen=config.window)
+
+    def check(self, loss: float) -> str | None:
+        """None when ``loss`` is fine (and then remembered), else the reason."""
+        if not math.isfinite(loss):
+            return f"non-finite loss ({loss})"
+        c = self.config
+        if len(self.history) >= c.min_history:
+            med = statistics.median(self.history)
+            if med > 0 and loss > c.spike_factor * med:
+                return f"loss spike {loss:.4g} > {c.spike_factor:g} x running median {med:.4g}"
+        self.history.append(loss)
+        return None
+
+
+class Trainer:
+    """Trains ``model`` on ``train_loader`` (any iterable of batch dicts; ``set_epoch``,
+    ``state_dict`` / ``load_state_dict`` and ``len`` are used when present).
+
+    Args:
+        loss_fn: ``(outputs, batch) -> (loss, parts)``; `PoseLoss` by default.
+        val_fn: ``model -> {metric: value}``, run every ``eval_every`` epochs on the EMA
+            weights (or the model without EMA).
+        out_dir: checkpoints go to ``out_dir/checkpoints`` (none when None).
+        on_step: called after every batch with a dict (epoch, step, loss, lr, samples_per_s).
+        log: called with one line for each notable event (evaluations, guard actions).
+        iters_per_epoch: batches per epoch when the loader has no ``len``.
+    """
+
+    def __init__(self, model: nn.Module, train_loader: Iterable[dict[str, Any]],
+                 config: TrainConfig | None = None, *, loss_fn: Callable | None = None,
+                 val_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+                 out_dir: str | Path | None = None,
+                 on_step: Callable[[dict[str, Any]], None] | None = None,
+                 log: Callable[[str], None] = print, iters_per_epoch: int | None = None) -> None:
+        self.config = c = config or TrainConfig()
+        self.device = resolve_device(c.device)
+        self.model = model.to(self.device)
+        self.loader = train_loader
+        self.loss_fn = loss_fn or PoseLoss()
+        self.val_fn = val_fn
+        self.on_step = on_step
+        self.log = log
+        n = iters_per_epoch if iters_per_epoch is not None else len(train_loader)  # type: ignore[arg-type]
+        self.iters_per_epoch = int(n)
+        self.steps_per_epoch = math.ceil(self.iters_per_epoch / c.accumulate)
+        self.optimizer = build_optimizer(self.model, c.lr, c.weight_decay)
+        self.scheduler = WarmupFlatCosine(self.optimizer, c.epochs * self.steps_per_epoch,
+                                          c.warmup_iters, c.warmup_start_factor,
+                                          c.cosine_start, c.eta_min)
+        self.ema = ExpMomentumEMA(self.model, c.ema_momentum, c.ema_gamma) if c.ema else None
+        self.guard = StabilityGuard(c.guard)
+        self.ckpt = CheckpointManager(Path(out_dir) / "checkpoints", c.keep_last) \
+            if out_dir is not None else None
+        self.epoch = 0            # next epoch to run
+        self.global_step = 0      # optimizer steps taken
+        self.history: list[dict[str, Any]] = []   # one entry per epoch
+        self.step_losses: list[float] = []        # every batch's loss
+        self.events: list[dict[str, Any]] = []    # guard actions
+        self._snapshot: dict[str, Any] | None = None
+
+    # -- state ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "epoch": self.epoch, "global_step": self.global_step, "history": self.history,
+            "step_losses": self.step_losses, "events": self.events,
+            "guard": list(self.guard.history), "config": dataclasses.asdict(self.config),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if hasattr(self.loader, "state_dict"):
+            state["loader"] = self.loader.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], training_state: bool = True) -> None:
+        """Restore a checkpoint; ``training_state=False`` restores only model, optimizer,
+        scheduler and EMA (used by rollback)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        if not training_state:
+            return
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+        self.history = list(state["history"])
+        self.step_losses = list(state["step_losses"])
+        self.events = list(state["events"])
+        self.guard.history.extend(state.get("guard", []))
+        torch.set_rng_state(state["torch_rng"])
+        if "loader" in state and hasattr(self.loader, "load_state_dict"):
+            self.loader.load_state_dict(state["loader"])
+        if self.ckpt is not None:
+            self.ckpt.best = state.get("best_metric", self.ckpt.best)
+
+    def resume(self, path: str | Path | None = None) -> bool:
+        """Continue from ``path`` or the newest checkpoint in ``out_dir``; False if none."""
+        state = load_checkpoint(path) if path is not None else \
+            (self.ckpt.load_last() if self.ckpt is not None else None)
+        if state is None:
+            return False
+        self.load_state_dict(state)
+        self.log(f"resumed at epoch {self.epoch} (step {self.global_step})")
+        return True
+
+    # -- training ------------------------------------------------------------------------
+    def eval_model(self) -> nn.Module:
+        """The weights evaluated and exported: the EMA copy when enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.config.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, enabled=False)
+
+    def _bad_step(self, reason: str, loss: float) -> None:
+        action = self.config.guard.action
+        event = {"epoch": self.epoch, "step": self.global_step, "loss": loss,
+                 "reason": reason, "action": action}
+        self.events.append(event)
+        self.optimizer.zero_grad(set_to_none=True)
+        if action in ("lower_lr", "rollback"):
+            if action == "rollback":
+                state = self._last_good_state()
+                if state is not None:
+                    self.load_state_dict(state, training_state=False)
+            self.scheduler.scale *= self.config.guard.lr_factor
+            self.scheduler._apply()
+            event["lr_scale"] = self.scheduler.scale
+        self.log(f"[guard] epoch {self.epoch} step {self.global_step}: {reason} -> {action}")
+        if len(self.events) > self.config.guard.max_events:
+            raise RuntimeError(f"training unstable: {len(self.events)} bad steps "
+                               f"(last: {reason})")
+
+    def _last_good_state(self) -> dict[str, Any] | None:
+        if self.ckpt is not None and self.ckpt.last.exists():
+            return load_checkpoint(self.ckpt.last, self.device)
+        return self._snapshot
+
+    def _optimizer_step(self) -> bool:
+        max_norm = self.config.grad_clip if self.config.grad_clip else float("inf")
+        norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        if not math.isfinite(norm):
+            self._bad_step(f"non-finite gradient norm ({norm})", float("nan"))
+            return False
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.global_step += 1
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return True
+
+    def train_epoch(self) -> dict[str, Any]:
+        """One pass over the loader; returns the epoch's summary."""
+        c = self.config
+        if hasattr(self.loader, "set_epoch"):
+            self.loader.set_epoch(self.epoch)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        t0, n_samples, losses, pending = time.perf_counter(), 0, [], 0
+        for i, batch in enumerate(self.loader):
+            batch = to_device(batch, self.device)
+            with self._autocast():
+                outputs = self.model(prepare_image(batch["image"]))
+                loss, _parts = self.loss_fn(outputs, batch)
+            value = float(loss.detach())
+            self.step_losses.append(value)
+            reason = self.guard.check(value) if c.guard.action != "none" else None
+            if reason is not None:
+                self._bad_step(reason, value)
+                pending = 0
+            else:
+                (loss / c.accumulate).backward()
+                losses.append(value)
+                pending += 1
+                if pending == c.accumulate:
+                    self._optimizer_step()
+                    pending = 0
+            n_samples += int(batch["image"].shape[0])
+            if self.on_step is not None:
+                dt = time.perf_counter() - t0
+                self.on_step({"epoch": self.epoch, "iter": i + 1,
+                              "iters": self.iters_per_epoch, "step": self.global_step,
+                              "loss": value, "lr": self.scheduler.get_last_lr()[0],
+                              "samples_per_s": n_samples / max(dt, 1e-9)})
+        if pending:
+            self._optimizer_step()
+        dt = time.perf_counter() - t0
+        return {"epoch": self.epoch, "loss": statistics.fmean(losses) if losses else float("nan"),
+                "lr": self.scheduler.get_last_lr()[0], "seconds": dt,
+                "samples_per_s": n_samples / max(dt, 1e-9), "step": self.global_step}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        if self.val_fn is None:
+            return {}
+        model = self.eval_model()
+        model.eval()
+        with self._autocast():
+            return dict(self.val_fn(model))
+
+    def fit(self) -> list[dict[str, Any]]:
+        """Train from ``self.epoch`` to ``config.epochs``; returns the per-epoch history."""
+        c = self.config
+        if self.ckpt is None and c.guard.action == "rollback":
+            self._take_snapshot()
+        while self.epoch < c.epochs:
+            summary = self.train_epoch()
+            last = self.epoch == c.epochs - 1
+            if self.val_fn is not None and ((self.epoch + 1) % c.eval_every == 0 or last):
+                metrics = self.evaluate()
+                summary.update(metrics)
+                self.log(f"epoch {self.epoch + 1}/{c.epochs}: loss {summary['loss']:.4g}, " +
+                         ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+            self.history.append(summary)
+            self.epoch += 1
+            if self.ckpt is not None and (self.epoch % c.checkpoint_every == 0 or last):
+                self.ckpt.save(self.state_dict(), self.epoch, summary.get(c.best_metric))
+            elif self._snapshot is not None:
+                self._take_snapshot()
+        return self.history
+
+    def _take_snapshot(self) -> None:
+        """In-memory copy of the weights for "rollback" when there is no checkpoint folder."""
+        self._snapshot = copy.deepcopy({k: v for k, v in self.state_dict().items()
+                                        if k in ("model", "optimizer", "scheduler", "ema")})

@@ -36,7 +36,7 @@ def test_cli_train_writes_outputs_and_resumes(tiny_synthetic, tmp_path):
     out = tmp_path / "run"
     args = ["train", str(tiny_synthetic.dlc_project), "--codec", "heatmap", "--out", str(out),
             "--device", "cpu", "--batch-size", "4", "--input-size", "64x48",
-            "--loader", "torch", "--eval-every", "1", "--train-fraction", "0.75"]
+            "--eval-every", "1", "--train-fraction", "0.75"]
     res = runner.invoke(app, args + ["--epochs", "1"])
     assert res.exit_code == 0, res.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -63,7 +63,7 @@ def test_cli_train_writes_outputs_and_resumes(tiny_synthetic, tmp_path):
 @pytest.mark.parametrize("codec", ["dlc", "simcc"])
 def test_each_codec_trains_and_evaluates(tiny_synthetic, tmp_path, codec):
     rc = RunConfig(data=tiny_synthetic.dlc_project, out=tmp_path, codec=codec, epochs=1,
-                   batch_size=4, input_size=(64, 48), loader="torch", device="cpu",
+                   batch_size=4, input_size=(64, 48), device="cpu",
                    model=SMALL, train_fraction=0.75)
     result = run(rc, log=lambda s: None)
     assert np.isfinite(result["rmse_px"]) and 0 <= result["oks_ap"] <= 1
@@ -73,7 +73,7 @@ def test_each_codec_trains_and_evaluates(tiny_synthetic, tmp_path, codec):
 def test_trainer_runs_on_poseloader(tiny_synthetic, tmp_path):
     pytest.importorskip("nvidia.dali")
     rc = RunConfig(data=tiny_synthetic.dlc_project, out=tmp_path, codec="heatmap", epochs=1,
-                   batch_size=4, input_size=(64, 48), loader="posefeed", device="cpu",
+                   batch_size=4, input_size=(64, 48), device="cpu",
                    model=SMALL, train_fraction=0.75)
     result = run(rc, log=lambda s: None)
     assert np.isfinite(result["rmse_px"]) and result["test_instances"] == 6
@@ -84,7 +84,7 @@ def test_short_openfield_run_beats_mean_pose(dlc_project, tmp_path):
     """~15 s on one idle core: frame mode at 192x144, Gaussian heatmaps (BCE), a 0.3 M
     parameter model, 12 epochs (measured: RMSE 33 px vs the mean-pose baseline's 160 px)."""
     rc = RunConfig(data=dlc_project, out=tmp_path, codec="heatmap", epochs=12, batch_size=8,
-                   input_size=(192, 144), loader="auto", device="cpu", eval_every=100,
+                   input_size=(192, 144), device="cpu", eval_every=100,
                    model=ModelConfig(widths=(16, 32, 64, 96), head_channels=64))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # one thread: no OpenMP spinning when the CPU is shared
@@ -98,7 +98,7 @@ def test_short_openfield_run_beats_mean_pose(dlc_project, tmp_path):
 def test_lightning_datamodule(tiny_synthetic):
     pytest.importorskip("lightning")
     from posefeed.targets.gaussian_heatmap import GaussianHeatmap
-    from posefeed.trainers.frame_loader import TorchFrameLoader
+    from posefeed.pipelines import PoseLoader
     from posefeed.trainers.lightning import PoseDataModule
 
     table = tiny_synthetic.table
@@ -106,7 +106,8 @@ def test_lightning_datamodule(tiny_synthetic):
     codec = GaussianHeatmap((64, 48), (16, 12))
 
     def factory(t, codecs, is_train, **kw):
-        return TorchFrameLoader(t, codecs, (64, 48), 4, shuffle=is_train)
+        return PoseLoader(t, codecs, mode="frame", input_size=(64, 48), batch_size=4,
+                          shuffle=is_train)
 
     dm = PoseDataModule(train, val, codec, loader_factory=factory)
     dm.setup("fit")

@@ -68,7 +68,6 @@ def train(
     input_size: str = typer.Option(None, help="network input WxH (default: 192x256 "
                                    "topdown, the frame scaled to <= 320 px in frame mode)"),
     mode: str = typer.Option("auto", help="auto | frame | topdown"),
-    loader: str = typer.Option("auto", help="auto | posefeed (DALI PoseLoader) | torch"),
     lr: float = typer.Option(None, help="peak learning rate (default 4e-3)"),
     eval_every: int = typer.Option(5, help="evaluate every N epochs"),
     train_fraction: float = typer.Option(0.95, help="fraction of images for training"),
@@ -85,7 +84,7 @@ def train(
     if device not in ("auto", "cpu", "gpu"):
         raise typer.BadParameter(f"--device must be auto, cpu or gpu; got {device!r}")
     rc = RunConfig(data=path, out=out, codec=codec, epochs=epochs, batch_size=batch_size,
-                   input_size=parse_size(input_size), mode=mode, device=device, loader=loader,
+                   input_size=parse_size(input_size), mode=mode, device=device,
                    train_fraction=train_fraction, seed=seed, resume=resume,
                    eval_every=eval_every, lr=lr, heatmap_loss=heatmap_loss)
     console = Console()

@@ -34,7 +34,6 @@ class RunConfig:
     input_size: tuple[int, int] | None = None
     mode: str = "auto"                  # "frame", "topdown", "auto" (frame if 1 animal/image)
     device: str = "auto"
-    loader: str = "auto"                # "posefeed" (PoseLoader), "torch" (TorchFrameLoader)
     train_fraction: float = 0.95
     seed: int = 0
     resume: bool = False
@@ -89,37 +88,20 @@ def build_codec(kind: str, input_size: tuple[int, int], heatmap_stride: int = 4)
 
 def build_loaders(rc: RunConfig, train: Any, test: Any, codec: Any, mode: str,
                   input_size: tuple[int, int]) -> tuple[Any, Any]:
-    """(train loader, evaluation loader): PoseLoader, or TorchFrameLoader for frame mode
-    when ``loader="torch"`` (or "auto" and PoseLoader cannot be imported)."""
-    kind = rc.loader
-    if kind == "auto":
-        try:
-            import posefeed.pipelines.loader  # noqa: F401, PLC0415
-            kind = "posefeed"
-        except Exception:  # noqa: BLE001 - DALI missing or broken
-            kind = "torch"
+    """(train loader, evaluation loader), both `PoseLoader`s; the training one keeps decoded
+    frames in host memory when they fit (decode once), the evaluation one is unaugmented."""
+    from posefeed.pipelines.augment import AugmentConfig  # noqa: PLC0415
+    from posefeed.pipelines.cache import CacheTooLarge  # noqa: PLC0415
+    from posefeed.pipelines.loader import PoseLoader  # noqa: PLC0415
+
     dev = "gpu" if resolve_device(rc.device).type == "cuda" else "cpu"
-    if kind == "posefeed":
-        from posefeed.pipelines.augment import AugmentConfig  # noqa: PLC0415
-        from posefeed.pipelines.loader import PoseLoader  # noqa: PLC0415
-
-        common = dict(mode=mode, input_size=input_size, device=dev, seed=rc.seed)
-        try:   # decoded frames kept in host memory when they fit (decode once)
-            tr = PoseLoader(train, codec, batch_size=rc.batch_size, cache="host", **common)
-        except MemoryError:   # pipelines.cache.CacheTooLarge
-            tr = PoseLoader(train, codec, batch_size=rc.batch_size, **common)
-        ev = PoseLoader(test, codec, batch_size=rc.batch_size, shuffle=False, drop_last=False,
-                        schedule=AugmentConfig.none(), **common)
-        return tr, ev
-    if kind != "torch":
-        raise ValueError(f"unknown loader {kind!r} (use 'posefeed', 'torch' or 'auto')")
-    if mode != "frame":
-        raise ValueError("the torch loader does frame mode only; use --loader posefeed")
-    from posefeed.trainers.frame_loader import FrameAugment, TorchFrameLoader  # noqa: PLC0415
-
-    tr = TorchFrameLoader(train, codec, input_size, rc.batch_size, FrameAugment(), rc.seed)
-    ev = TorchFrameLoader(test, codec, input_size, rc.batch_size, None, rc.seed,
-                          shuffle=False, drop_last=False)
+    common = dict(mode=mode, input_size=input_size, device=dev, seed=rc.seed)
+    try:
+        tr = PoseLoader(train, codec, batch_size=rc.batch_size, cache="host", **common)
+    except CacheTooLarge:
+        tr = PoseLoader(train, codec, batch_size=rc.batch_size, **common)
+    ev = PoseLoader(test, codec, batch_size=rc.batch_size, shuffle=False, drop_last=False,
+                    schedule=AugmentConfig.none(), **common)
     return tr, ev
 
 
@@ -141,33 +123,34 @@ def run(rc: RunConfig, on_step: Callable[[dict[str, Any]], None] | None = None,
                                                      rc.max_frame_side)
     codec = build_codec(rc.codec, input_size, rc.model.heatmap_stride)
     train_loader, eval_loader = build_loaders(rc, train, test, codec, mode, input_size)
-    model = build_model(rc.codec, table.num_keypoints, input_size, rc.model)
-    iters = len(train_loader)
-    if iters == 0:
-        raise ValueError(f"batch size {rc.batch_size} is larger than the training set")
-    cfg = TrainConfig(epochs=rc.epochs, eval_every=rc.eval_every, device=rc.device,
-                      seed=rc.seed)
-    if rc.lr is not None:
-        cfg = dataclasses.replace(cfg, lr=rc.lr)
-    if rc.scale_schedule:
-        cfg = cfg.scaled_for(rc.epochs * math.ceil(iters / cfg.accumulate))
-    logits = rc.codec in ("heatmap", "dlc") and rc.heatmap_loss == "bce"
-    loss_fn = PoseLoss(LossConfig(heatmap=rc.heatmap_loss))
+    with train_loader, eval_loader:   # closes both pipelines, even on an error
+        model = build_model(rc.codec, table.num_keypoints, input_size, rc.model)
+        iters = len(train_loader)
+        if iters == 0:
+            raise ValueError(f"batch size {rc.batch_size} is larger than the training set")
+        cfg = TrainConfig(epochs=rc.epochs, eval_every=rc.eval_every, device=rc.device,
+                          seed=rc.seed)
+        if rc.lr is not None:
+            cfg = dataclasses.replace(cfg, lr=rc.lr)
+        if rc.scale_schedule:
+            cfg = cfg.scaled_for(rc.epochs * math.ceil(iters / cfg.accumulate))
+        logits = rc.codec in ("heatmap", "dlc") and rc.heatmap_loss == "bce"
+        loss_fn = PoseLoss(LossConfig(heatmap=rc.heatmap_loss))
 
-    def val_fn(m: torch.nn.Module) -> dict[str, float]:
-        return evaluate(m, eval_loader, codec, test, rc.pcutoff, heatmap_logits=logits)[0]
+        def val_fn(m: torch.nn.Module) -> dict[str, float]:
+            return evaluate(m, eval_loader, codec, test, rc.pcutoff, heatmap_logits=logits)[0]
 
-    trainer = Trainer(model, train_loader, cfg, loss_fn=loss_fn, val_fn=val_fn, out_dir=out,
-                      on_step=on_step, log=log)
-    log(f"{len(train)} train / {len(test)} test instances, {mode} mode, input {input_size}, "
-        f"codec {rc.codec}, {count_parameters(model) / 1e6:.2f} M parameters, "
-        f"device {trainer.device}, {iters} batches/epoch")
-    if rc.resume and not trainer.resume():
-        log("no checkpoint to resume from: starting fresh")
-    trainer.fit()
+        trainer = Trainer(model, train_loader, cfg, loss_fn=loss_fn, val_fn=val_fn, out_dir=out,
+                          on_step=on_step, log=log)
+        log(f"{len(train)} train / {len(test)} test instances, {mode} mode, input {input_size}, "
+            f"codec {rc.codec}, {count_parameters(model) / 1e6:.2f} M parameters, "
+            f"device {trainer.device}, {iters} batches/epoch")
+        if rc.resume and not trainer.resume():
+            log("no checkpoint to resume from: starting fresh")
+        trainer.fit()
 
-    metrics, pred = evaluate(trainer.eval_model(), eval_loader, codec, test, rc.pcutoff,
-                             heatmap_logits=logits)
+        metrics, pred = evaluate(trainer.eval_model(), eval_loader, codec, test, rc.pcutoff,
+                                 heatmap_logits=logits)
     baseline = mean_pose_rmse(train.keypoints, test.keypoints)
     result: dict[str, Any] = {
         **metrics, "mean_pose_rmse_px": baseline, "epochs": trainer.epoch,

@@ -2,6 +2,7 @@
 conversion used by every decoder, and small vectorised decode utilities."""
 from __future__ import annotations
 
+import math
 from types import ModuleType
 from typing import Any, Callable
 
@@ -46,6 +47,42 @@ def mmpose_visibility(xp: ModuleType, v: Array) -> Array:
     """COCO ``v`` (0/1/2, DLC's -1) -> MMPose's ``keypoints_visible = min(1, v)``, clipped
     to [0, 1]; MMPose draws a keypoint when this is >= 0.5."""
     return xp.clip(v, 0, 1).astype(xp.float32)
+
+
+def msra_patch(xp: ModuleType, kx: Array, ky: Array, sigma: float,
+               heatmap_size: tuple[int, int], draw: Array, vis: Array,
+               subpixel: bool = False) -> tuple[dict[str, Array], Array]:
+    """MMPose's 3-sigma patch around the rounded centre ``mu = int(k + 0.5)`` (cells).
+
+    Returns the drawing parameters ``(B, N, K)``: window ``x_lo, x_hi, y_lo, y_hi`` (int64,
+    ``[mu - 3 sigma, mu + 3 sigma + 1)`` truncated), Gaussian centre ``cx, cy`` (float32: the
+    window's centre cell, plus the sub-pixel remainder ``k - mu`` for UDP), ``on`` (drawn and
+    not off the map, by MMPose's test), and the keypoint weight ``(B, K)`` (0 where a drawn
+    keypoint's patch misses the map; max over instances).
+    """
+    w, h = heatmap_size
+    r = 3.0 * sigma
+    big = 2.0 ** 40  # keep absurd coordinates inside int64 (they are off the map anyway)
+    kx64 = xp.clip(kx.astype(xp.float64), -big, big)
+    ky64 = xp.clip(ky.astype(xp.float64), -big, big)
+    mux, muy = xp.trunc(kx64 + 0.5), xp.trunc(ky64 + 0.5)
+    left, top = xp.trunc(mux - r), xp.trunc(muy - r)
+    right, bottom = xp.trunc(mux + r + 1), xp.trunc(muy + r + 1)
+    off = (left >= w) | (top >= h) | (right < 0) | (bottom < 0)  # MMPose's test
+    c0 = math.floor((2 * r + 1) / 2)  # MMPose: x0 = gaussian_size // 2
+    cx, cy = left + c0, top + c0
+    if subpixel:
+        cx, cy = cx + (kx64 - mux), cy + (ky64 - muy)
+    p = dict(cx=cx.astype(xp.float32), cy=cy.astype(xp.float32),
+             x_lo=left.astype(xp.int64), x_hi=right.astype(xp.int64),
+             y_lo=top.astype(xp.int64), y_hi=bottom.astype(xp.int64), on=draw & ~off)
+    return p, patch_weight(xp, draw & off, vis)
+
+
+def patch_weight(xp: ModuleType, missed: Array, vis: Array) -> Array:
+    """Keypoint weight ``(B, K)``: the visibility, 0 where a drawn keypoint missed the map,
+    merged over instances by max."""
+    return xp.where(missed, xp.float32(0), vis).max(axis=1).astype(xp.float32)
 
 
 def pair(value: float | tuple[float, float] | list[float], what: str) -> tuple[float, float]:

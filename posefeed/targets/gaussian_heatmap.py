@@ -1,7 +1,6 @@
 """MSRA Gaussian heatmaps (MMPose ``MSRAHeatmap``), with MMPose's decoders incl. DARK."""
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -12,6 +11,8 @@ from posefeed.targets._common import (
     gather2d,
     heatmap_argmax,
     mmpose_visibility,
+    msra_patch,
+    patch_weight,
     modulate_blur,
     outer_product_maps,
     size_pair,
@@ -192,26 +193,17 @@ class GaussianHeatmap(Codec):
         draw = vis >= 0.5
         kx = x / xp.float32(self.scale_factor[0])
         ky = y / xp.float32(self.scale_factor[1])
-        w, h = self.heatmap_size
-        r = 3.0 * self.sigma
         if self.unbiased:
+            w, h = self.heatmap_size
+            r = 3.0 * self.sigma
             fx, fy = kx.astype(xp.float64), ky.astype(xp.float64)
             off = (fx - r >= w) | (fy - r >= h) | (fx + r + 1 < 0) | (fy + r + 1 < 0)
             zeros = xp.zeros(kx.shape, dtype=xp.int64)
-            p = dict(cx=kx, cy=ky, x_lo=zeros, x_hi=zeros + w, y_lo=zeros, y_hi=zeros + h)
+            p = dict(cx=kx, cy=ky, x_lo=zeros, x_hi=zeros + w, y_lo=zeros, y_hi=zeros + h,
+                     on=draw & ~off)
+            weight = patch_weight(xp, draw & off, vis)
         else:
-            big = 2.0 ** 40  # keep absurd coordinates inside int64 (they are off the map anyway)
-            mux = xp.trunc(xp.clip(kx.astype(xp.float64) + 0.5, -big, big))
-            muy = xp.trunc(xp.clip(ky.astype(xp.float64) + 0.5, -big, big))
-            left, top = xp.trunc(mux - r), xp.trunc(muy - r)
-            right, bottom = xp.trunc(mux + r + 1), xp.trunc(muy + r + 1)
-            off = (left >= w) | (top >= h) | (right < 0) | (bottom < 0)  # MMPose's test
-            c0 = math.floor((2 * r + 1) / 2)  # MMPose: x0 = gaussian_size // 2
-            p = dict(cx=(left + c0).astype(xp.float32), cy=(top + c0).astype(xp.float32),
-                     x_lo=left.astype(xp.int64), x_hi=right.astype(xp.int64),
-                     y_lo=top.astype(xp.int64), y_hi=bottom.astype(xp.int64))
-        p["on"] = draw & ~off
-        weight = xp.where(draw & off, xp.float32(0), vis).max(axis=1).astype(xp.float32)
+            p, weight = msra_patch(xp, kx, ky, self.sigma, self.heatmap_size, draw, vis)
         return xp, p, weight
 
     def output_shapes(self, batch_size: int, num_keypoints: int) -> dict[str, tuple[int, ...]]:

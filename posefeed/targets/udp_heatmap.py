@@ -1,7 +1,6 @@
 """UDP Gaussian heatmaps (MMPose ``UDPHeatmap``, ``heatmap_type='gaussian'``)."""
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -10,6 +9,7 @@ from posefeed.targets._common import (
     Array,
     heatmap_argmax,
     mmpose_visibility,
+    msra_patch,
     modulate_blur,
     size_pair,
     split_keypoints,
@@ -122,22 +122,8 @@ class UDPHeatmap(Codec):
         draw = vis >= 0.5
         kx = x / xp.float32(self.scale_factor[0])
         ky = y / xp.float32(self.scale_factor[1])
-        w, h = self.heatmap_size
-        r = 3.0 * self.sigma
-        big = 2.0 ** 40
-        kx64 = xp.clip(kx.astype(xp.float64), -big, big)
-        ky64 = xp.clip(ky.astype(xp.float64), -big, big)
-        mux, muy = xp.trunc(kx64 + 0.5), xp.trunc(ky64 + 0.5)
-        left, top = xp.trunc(mux - r), xp.trunc(muy - r)
-        right, bottom = xp.trunc(mux + r + 1), xp.trunc(muy + r + 1)
-        off = (left >= w) | (top >= h) | (right < 0) | (bottom < 0)  # MMPose's test
-        c0 = math.floor((2 * r + 1) / 2)
-        p = dict(cx=(left + c0 + (kx64 - mux)).astype(xp.float32),
-                 cy=(top + c0 + (ky64 - muy)).astype(xp.float32),
-                 x_lo=left.astype(xp.int64), x_hi=right.astype(xp.int64),
-                 y_lo=top.astype(xp.int64), y_hi=bottom.astype(xp.int64))
-        p["on"] = draw & ~off
-        weight = xp.where(draw & off, xp.float32(0), vis).max(axis=1).astype(xp.float32)
+        p, weight = msra_patch(xp, kx, ky, self.sigma, self.heatmap_size, draw, vis,
+                               subpixel=True)
         return xp, p, weight
 
     def output_shapes(self, batch_size: int, num_keypoints: int) -> dict[str, tuple[int, ...]]:

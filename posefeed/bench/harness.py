@@ -450,15 +450,12 @@ def _child_main(argv: list[str] | None = None) -> int:
 
 
 def _json_default(o: Any) -> Any:
-    try:
-        import numpy as np
+    import numpy as np
 
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:
-        pass
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
     return str(o)
 
 

@@ -39,12 +39,9 @@ def _setup_threads(spec: dict[str, Any]) -> None:
 
     threads = max(int(spec.get("threads", 1)), 1)
     torch.set_num_threads(threads)
-    try:
-        import cv2
+    import cv2
 
-        cv2.setNumThreads(1)  # never start OpenCV's pool in a process that spawns workers
-    except ImportError:
-        pass
+    cv2.setNumThreads(1)  # never start OpenCV's pool in a process that spawns workers
 
 
 def _gpu(spec: dict[str, Any]) -> bool:
@@ -183,13 +180,9 @@ def run_posefeed_no_aug(spec: dict[str, Any], started: float) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 def reference_loader(spec: dict[str, Any], table: Any, *, augment: bool = True) -> Any:
     from posefeed.bench.reference import RefAugment, ReferenceTopdownDataset, make_reference_loader
+    from posefeed.pipelines import AugmentConfig
 
-    try:
-        from posefeed.pipelines import AugmentConfig
-
-        aug = RefAugment.from_config(AugmentConfig.rtmpose_stage1() if augment else AugmentConfig.none())
-    except ImportError:
-        aug = RefAugment.stage1() if augment else RefAugment.off()
+    aug = RefAugment.from_config(AugmentConfig.rtmpose_stage1() if augment else AugmentConfig.none())
     input_size = tuple(int(v) for v in spec.get("input_size", (192, 256)))
     ds = ReferenceTopdownDataset.from_table(table, input_size=input_size,
                                             codecs=tuple(spec.get("codecs", ["simcc"])),
@@ -313,57 +306,22 @@ def run_decode_cv2(spec: dict[str, Any], started: float) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 def make_model(spec: dict[str, Any], num_keypoints: int) -> tuple[Any, Callable[[Any, dict], Any], str]:
     """``(model, loss_fn(outputs, batch) -> scalar, description)``: posefeed.trainers' SimCC
-    model (small widths on CPU) when present, else a small conv net + SimCC head here."""
-    import torch
-    from torch import nn
+    model (small widths on CPU)."""
+    from posefeed.trainers.losses import PoseLoss
+    from posefeed.trainers.models import ModelConfig, build_model
 
     input_size = tuple(int(v) for v in spec.get("input_size", (192, 256)))
     small = spec.get("model", "auto") == "small" or (spec.get("model", "auto") == "auto"
                                                      and not _gpu(spec))
-    try:
-        from posefeed.trainers.losses import PoseLoss
-        from posefeed.trainers.models import ModelConfig, build_model
-
-        cfg = (ModelConfig(widths=(16, 32, 64, 96), depths=(1, 1, 1, 1), simcc_hidden=128,
-                           simcc_gau=False) if small else ModelConfig())
-        model = build_model("simcc", num_keypoints, input_size, cfg)
-        crit = PoseLoss()
-
-        def loss_fn(outputs: Any, batch: dict) -> Any:
-            return crit(outputs, batch)[0]
-
-        return model, loss_fn, f"posefeed.trainers simcc ({'small' if small else 'default'})"
-    except ImportError:
-        pass
-    w, h = input_size
-
-    class TinySimCC(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            ch = (16, 32, 64, 96)
-            layers, cin = [], 3
-            for c in ch:
-                layers += [nn.Conv2d(cin, c, 3, 2, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
-                cin = c
-            self.body = nn.Sequential(*layers)
-            self.final = nn.Conv2d(cin, num_keypoints, 1)
-            flat = (w // 16) * (h // 16)
-            self.cls_x = nn.Linear(flat, int(round(w * 2.0)))
-            self.cls_y = nn.Linear(flat, int(round(h * 2.0)))
-
-        def forward(self, x: Any) -> dict[str, Any]:
-            f = self.final(self.body(x)).flatten(2)
-            return {"x_logits": self.cls_x(f), "y_logits": self.cls_y(f)}
+    cfg = (ModelConfig(widths=(16, 32, 64, 96), depths=(1, 1, 1, 1), simcc_hidden=128,
+                       simcc_gau=False) if small else ModelConfig())
+    model = build_model("simcc", num_keypoints, input_size, cfg)
+    crit = PoseLoss()
 
     def loss_fn(outputs: Any, batch: dict) -> Any:
-        import torch.nn.functional as F
+        return crit(outputs, batch)[0]
 
-        wgt = batch["keypoint_weight"].float()
-        lx = -(F.softmax(batch["x_labels"] * 10, -1) * F.log_softmax(outputs["x_logits"] * 10, -1)).sum(-1)
-        ly = -(F.softmax(batch["y_labels"] * 10, -1) * F.log_softmax(outputs["y_logits"] * 10, -1)).sum(-1)
-        return ((lx + ly) * wgt).mean()
-
-    return TinySimCC(), loss_fn, "bench TinySimCC (4 stride-2 convs + SimCC linear head)"
+    return model, loss_fn, f"posefeed.trainers simcc ({'small' if small else 'default'})"
 
 
 def _train_step_fn(spec: dict[str, Any], num_keypoints: int) -> tuple[Callable[[dict], None], str, int]:

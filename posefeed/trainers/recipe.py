@@ -48,10 +48,8 @@ class RunConfig:
 
 def load_table(path: str | Path) -> Any:
     """Any dataset posefeed reads (DLC project / .h5 / .csv, COCO .json)."""
-    try:
-        from posefeed.datasets.resolve import load_dataset  # noqa: PLC0415
-    except ImportError:  # older checkout: DLC only
-        from posefeed.datasets.dlc import load_dlc as load_dataset  # noqa: PLC0415
+    from posefeed.datasets.resolve import load_dataset  # noqa: PLC0415
+
     return load_dataset(path)
 
 

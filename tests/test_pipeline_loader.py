@@ -199,6 +199,20 @@ def test_errors_for_bad_arguments(table):
         make(table, schedule=[(1, AugmentConfig())])
 
 
+def test_auto_device_needs_cupy_for_gpu_targets(table, monkeypatch):
+    """A CUDA machine without CuPy: "auto" falls back to the CPU pipeline (the codecs would
+    need CuPy on the GPU); an explicit "gpu" says what to install."""
+    import posefeed.pipelines.loader as loader_mod
+    from posefeed.targets.simcc import SimCC
+
+    monkeypatch.setattr(loader_mod, "_cuda_ok", lambda: True)
+    monkeypatch.setattr(loader_mod, "cupy_or_none", lambda: None)
+    codec = SimCC(input_size=INPUT)
+    assert make(table, codecs=[codec], device="auto").device == "cpu"
+    with pytest.raises(RuntimeError, match="CuPy"):
+        make(table, codecs=[codec], device="gpu")
+
+
 # -- real datasets ---------------------------------------------------------------------------
 def check_affine_back(table, b, atol=2e-2):
     kp = b["keypoints"].numpy().astype(np.float64)

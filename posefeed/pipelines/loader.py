@@ -19,6 +19,7 @@ from posefeed.pipelines.augment import AugmentConfig, Schedule, as_schedule
 from posefeed.pipelines.graph import GraphSpec, build_pipeline, output_names
 from posefeed.pipelines.source import (BadImageError, BatchSource, ImageReader, PipelineError,
                                        SourceSpec, decode_problem)
+from posefeed.targets._backend import cupy_or_none
 from posefeed.targets.base import Codec
 
 log = logging.getLogger("posefeed.pipelines")
@@ -50,7 +51,8 @@ class PoseLoader:
         schedule: list of ``(start_epoch, AugmentConfig)``, one config, or ``None`` (RTMPose
             stage 1 for topdown, `AugmentConfig.frame_default` for frame mode). Use
             ``AugmentConfig.none()`` for evaluation.
-        device: "cpu", "gpu" or "auto" (GPU when CUDA is available).
+        device: "cpu", "gpu" or "auto" (GPU when CUDA is available and, with codecs, CuPy is
+            installed: the codecs run on CuPy inside a GPU pipeline).
         seed, shuffle, drop_last: the sample order is a pure function of (seed, epoch, shard).
         num_threads: DALI threads (default: the CPUs this process may use).
         shard: ``(rank, world)``; default from ``torch.distributed`` when initialised.
@@ -89,10 +91,14 @@ class PoseLoader:
                  opencv_png: bool = True):
         if device not in ("auto", "cpu", "gpu"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
+        gpu_targets = cupy_or_none() is not None or not codecs  # codecs run on CuPy on the GPU
         if device == "auto":
-            device = "gpu" if _cuda_ok() else "cpu"
+            device = "gpu" if _cuda_ok() and gpu_targets else "cpu"
         if device == "gpu" and not _cuda_ok():
             raise RuntimeError("device='gpu' but CUDA is not available")
+        if device == "gpu" and not gpu_targets:
+            raise RuntimeError("device='gpu' generates targets with CuPy, which is not installed: "
+                               "pip install 'posefeed[gpu]' (CUDA 12) or cupy-cuda13x")
         if cache not in (None, "host", "device"):
             raise ValueError(f"cache must be None, 'host' or 'device', got {cache!r}")
         if cache == "device" and device != "gpu":

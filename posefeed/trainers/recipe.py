@@ -92,7 +92,8 @@ def build_loaders(rc: RunConfig, train: Any, test: Any, codec: Any, mode: str,
     from posefeed.pipelines.cache import CacheTooLarge  # noqa: PLC0415
     from posefeed.pipelines.loader import PoseLoader  # noqa: PLC0415
 
-    dev = "gpu" if resolve_device(rc.device).type == "cuda" else "cpu"
+    # a CUDA model gets a GPU pipeline when CuPy is there for the targets, else a CPU one
+    dev = "auto" if resolve_device(rc.device).type == "cuda" else "cpu"
     common = dict(mode=mode, input_size=input_size, device=dev, seed=rc.seed)
     try:
         tr = PoseLoader(train, codec, batch_size=rc.batch_size, cache="host", **common)

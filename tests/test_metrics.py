@@ -108,3 +108,20 @@ def test_mean_pose_and_evaluate():
     assert m["pck_0.05"] == pytest.approx(0.5)   # 2 px threshold
     assert m["pck_0.1"] == pytest.approx(0.5)    # 4 px threshold, error 5 px
     assert 0 < m["oks_ap"] <= 1
+
+
+def test_oks_ignores_nan_coordinates_of_unlabelled_ground_truth():
+    # PoseTable keeps DLC's missing keypoints as NaN with v = 0; they must not poison OKS/AP
+    sigma, area = 0.1, 100.0
+    d = math.sqrt(8 * math.log(2))                      # OKS term 0.5 (see closed form above)
+    gt = _gt([[[10, 20], [np.nan, np.nan]]], v=[[2, 0]])
+    pred = np.array([[[10 + d, 20], [50, 50]]])
+    assert oks(pred, gt, [area], [sigma, sigma])[0] == pytest.approx(0.5)
+    exact = np.array([[[10.0, 20.0], [50, 50]]])
+    assert oks_ap(exact, np.ones(1), gt, [area], sigmas=[sigma, sigma]) == pytest.approx(1.0)
+
+
+def test_mean_pose_ignores_nan_coordinates_of_unlabelled():
+    # same as test_mean_pose_and_evaluate, with the missing keypoint stored as NaN (PoseTable)
+    kp = _gt([[[0, 0], [10, 0]], [[2, 2], [np.nan, np.nan]]], v=[[2, 2], [2, 0]])
+    assert mean_pose(kp) == pytest.approx(np.array([[1.0, 1.0], [10.0, 0.0]]))

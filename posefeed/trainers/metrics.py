@@ -84,7 +84,8 @@ def oks(pred: np.ndarray, gt: np.ndarray, areas: np.ndarray,
     vis = np.broadcast_to(gt[..., 2] > 0, e.shape)
     n = vis.sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, (e * vis).sum(-1) / np.maximum(n, 1), np.nan)
+        # where(), not e * vis: unlabelled ground truth may be NaN (DLC missing), NaN * 0 = NaN
+        return np.where(n > 0, np.where(vis, e, 0.0).sum(-1) / np.maximum(n, 1), np.nan)
 
 
 def _average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> float:
@@ -158,7 +159,7 @@ def mean_pose(keypoints: np.ndarray) -> np.ndarray:
     kp = np.asarray(keypoints, dtype=np.float64)
     m = kp[..., 2] > 0
     with np.errstate(invalid="ignore"):
-        return (kp[..., :2] * m[..., None]).sum(0) / m.sum(0)[:, None]
+        return np.where(m[..., None], kp[..., :2], 0.0).sum(0) / m.sum(0)[:, None]
 
 
 def evaluate_keypoints(pred: np.ndarray, scores: np.ndarray, gt: np.ndarray, boxes: np.ndarray,

@@ -297,3 +297,26 @@ def test_image_size_mismatch_is_a_bad_image(tmp_path):
     Image.new("RGB", (100, 80)).save(tmp_path / "img001.png")
     with pytest.raises(BadImageError, match="100x80 but the table says 200x160"):
         batches(make(t, shuffle=False, batch_size=2))
+
+
+def test_resume_after_last_batch_of_epoch_does_not_replay_it(table):
+    """Stopped right after the last batch of epoch 1 (generator not exhausted): the saved
+    position is (1, len). A resumed loop calls set_epoch(1) again, as after a mid-epoch stop;
+    nothing of epoch 1 is left, and epoch 2 then matches an uninterrupted loader."""
+    full = make(table)
+    full.set_epoch(2)
+    ref2 = [b["index"] for b in batches(full)]
+    first = make(table)
+    first.set_epoch(1)
+    assert len(batches(first, len(first))) == len(first)
+    state = first.state_dict()
+    assert state["epoch"] == 1 and state["batch"] == len(first)
+    for loader in (first, make(table)):          # live, and resumed from the state
+        if loader is not first:
+            loader.load_state_dict(state)
+        loader.set_epoch(1)
+        assert batches(loader) == []             # epoch 1 is already complete
+        assert loader.epoch == 2 and loader.state_dict()["batch"] == 0
+        loader.set_epoch(2)
+        got = [b["index"] for b in batches(loader)]
+        assert len(got) == len(ref2) and all(torch.equal(u, v) for u, v in zip(got, ref2))

@@ -141,6 +141,7 @@ class PoseLoader:
         self._epoch = 0
         self._batch = 0
         self._skipped = 0
+        self._done_epoch: int | None = None  # load_state_dict moved past this (complete) epoch
 
     # -- torch DataLoader-like API ------------------------------------------------------
     def __len__(self) -> int:
@@ -158,9 +159,14 @@ class PoseLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Move to the start of ``epoch`` (kept as is when already inside that epoch, e.g. after
-        `load_state_dict`). An epoch iterated to the end advances the epoch by one."""
-        if int(epoch) != self._epoch:
-            self._epoch, self._batch = int(epoch), 0
+        `load_state_dict`, also of a state saved right after the epoch's last batch, which then
+        yields nothing). An epoch iterated to the end advances the epoch by one."""
+        e = int(epoch)
+        if e == self._done_epoch and (self._epoch, self._batch) == (e + 1, 0):
+            self._epoch, self._batch = e, len(self)   # resumed after its last batch: nothing left
+        elif e != self._epoch:
+            self._epoch, self._batch = e, 0
+        self._done_epoch = None
 
     def state_dict(self) -> dict[str, Any]:
         """Position to resume from: the epoch and the number of batches already yielded."""
@@ -173,11 +179,17 @@ class PoseLoader:
             raise ValueError(f"state was saved with seed {state['seed']}, loader has {self.spec.seed}")
         self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
         self._skipped = int(state.get("skipped", self._skipped))
+        self._done_epoch = None
         if self._batch >= len(self):
+            self._done_epoch = self._epoch
             self._epoch, self._batch = self._epoch + 1, 0
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         epoch, start = self._epoch, self._batch
+        self._done_epoch = None
+        if start >= len(self):   # stopped after the epoch's last batch: nothing left of it
+            self._epoch, self._batch = epoch + 1, 0
+            return
         pipe = self._pipeline()
         self.source.seek(epoch, start)
         self._clean = False

@@ -44,3 +44,20 @@ def test_override_by_name_or_index():
     assert e.value.field == "flip_pairs"
     with pytest.raises(AnnotationError):
         resolve_flip_pairs(names, [(0, 3)])
+
+
+def test_overlapping_flip_pairs_are_refused():
+    """A keypoint in two pairs would make the flip permutation drop one channel and
+    duplicate another; the table refuses it and names the field."""
+    import numpy as np
+    import pytest
+
+    from posefeed.datasets import AnnotationError, PoseTable
+
+    kp = np.zeros((1, 3, 3))
+    for pairs in ([(0, 1), (1, 2)], [(1, 1)]):
+        with pytest.raises(AnnotationError) as err:
+            PoseTable.from_arrays(["a.png"], kp, ["a", "b", "c"], [(10, 10)], flip_pairs=pairs)
+        assert err.value.field == "flip_pairs"
+    ok = PoseTable.from_arrays(["a.png"], kp, ["a", "b", "c"], [(10, 10)], flip_pairs=[(0, 2)])
+    assert ok.flip_pairs == [(0, 2)]

@@ -83,6 +83,15 @@ class PoseTable:
             for a, b in pairs:
                 if not (0 <= a < k and 0 <= b < k):
                     raise AnnotationError(f"index pair ({a}, {b}) outside 0..{k - 1}", field=name)
+        seen: dict[int, tuple[int, int]] = {}
+        for a, b in self.flip_pairs:
+            for i in (a, b):
+                if i in seen or a == b:
+                    raise AnnotationError(
+                        f"flip pair ({a}, {b}) reuses keypoint {i} ({self.bodyparts[i]!r}); each "
+                        f"keypoint may appear in one pair only (also in {seen.get(i, (a, b))})",
+                        field="flip_pairs")
+                seen[i] = (a, b)
         expected = table_columns(self.bodyparts)
         missing = [c for c in expected if c not in self.frame.columns]
         if missing:

@@ -42,7 +42,10 @@ NOTES = """## What the variants are
 - **OpenCV stage, DALI full decode**: the same without ROI decode and with DALI's PNG decoder.
 - **DALI ops**: the GPU graph's ops on the CPU (`warp_affine` with `fill_value=0`, `hsv`,
   `filter`, `erase`), `cpu_backend="dali"`.
-- **cache='host'**: decoded frames kept in RAM after the first pass (no decode at all).
+- **cache='host'**: decoded frames kept in RAM (as RGBA: OpenCV's 4-channel warp is 2x faster)
+  after the first pass (no decode at all). With the cache, and for PNG decoded in the OpenCV
+  stage, the source submits each batch's OpenCV work to the pool when DALI asks for the batch
+  ("crop ahead"), so the pool runs beside DALI's normalisation and codecs.
 - **reference**: `posefeed.bench.reference` - torch `DataLoader` with worker processes, OpenCV
   decode + warpAffine + the same recipe per instance, NumPy SimCC.
 

@@ -480,8 +480,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--baseline-rev", default=None,
                     help="also time DLCHeatmap.encode from this git revision (e.g. HEAD)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "targets-cpu.md")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads (posefeed's NumPy codecs write their dense maps "
+                         "through torch kernels); 1 = one core, like DLC's single-threaded loop")
     args = ap.parse_args(argv)
     import torch  # noqa: PLC0415
+
+    torch.set_num_threads(max(1, args.threads))
 
     try:
         load = os.getloadavg()

@@ -145,7 +145,7 @@ def test_schedule_switch_without_rebuild(table):
 def test_host_cache_gives_identical_batches(table):
     a = batches(make(table, image_dtype="uint8"))
     loader = make(table, image_dtype="uint8", cache="host")
-    assert loader.cache_bytes == 10 * 200 * 160 * 3
+    assert loader.cache_bytes == 10 * 200 * 160 * 4  # RGBA frames for the OpenCV stage
     b = batches(loader)
     assert loader.source.reader.frames is not None
     for x, y in zip(a, b):
@@ -320,3 +320,34 @@ def test_resume_after_last_batch_of_epoch_does_not_replay_it(table):
         loader.set_epoch(2)
         got = [b["index"] for b in batches(loader)]
         assert len(got) == len(ref2) and all(torch.equal(u, v) for u, v in zip(got, ref2))
+
+
+def test_host_cache_keeps_rgb_for_the_dali_backend(table):
+    """Only the OpenCV stage gets RGBA frames; the DALI-ops graph keeps RGB (3 bytes/pixel)."""
+    loader = make(table, image_dtype="uint8", cache="host", cpu_backend="dali")
+    assert loader.cache_bytes == 10 * 200 * 160 * 3
+    batches(loader)
+    assert {f.shape[2] for f in loader.source.reader.frames} == {3}
+
+
+class StackCodec(CountCodec):
+    """CountCodec that records whether DALI's AutoGraph sits between DALI and the codec."""
+
+    seen: list[bool] = []
+
+    def encode(self, keypoints):
+        import inspect
+
+        files = [f.filename for f in inspect.stack(context=0)]
+        StackCodec.seen.append(any("_autograph" in f or "__autograph_generated" in f for f in files))
+        return super().encode(keypoints)
+
+
+@pytest.mark.parametrize("cache", [None, "host"])
+def test_per_batch_python_is_not_rewritten_by_autograph(table, cache):
+    """With conditionals on, DALI's AutoGraph rewrites every function called inside the
+    pipeline definition and everything those call at run time (it made the codec adapters
+    25x slower); the codecs must run as plain Python."""
+    StackCodec.seen = []
+    batches(make(table, codecs=[StackCodec()], cache=cache), n=2)
+    assert StackCodec.seen and not any(StackCodec.seen)

@@ -30,8 +30,9 @@ def table(tmp_path_factory):
 
 
 @pytest.mark.parametrize("variant", [dict(), dict(opencv_png=False, roi_decode=True),
-                                     dict(opencv_png=False, roi_decode=False)],
-                         ids=["cv-png", "cv-roi", "cv-full"])
+                                     dict(opencv_png=False, roi_decode=False),
+                                     dict(cache="host")],
+                         ids=["cv-png", "cv-roi", "cv-full", "cv-cache-rgba"])
 def test_opencv_graph_matches_reference_recipe(table, variant):
     loader = PoseLoader(table, [], input_size=INPUT, batch_size=8, schedule=STRONG, device="cpu",
                         num_threads=1, image_dtype="uint8", seed=2, cpu_backend="opencv",

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from posefeed.targets import DLCHeatmap, GaussianHeatmap, SimCC, UDPHeatmap
-from posefeed.targets._common import cv2_gaussian_kernel, modulate_blur, split_keypoints, to_backend
+from posefeed.targets._common import (broadcast_binary, cv2_gaussian_kernel, modulate_blur,
+                                      outer_product_maps, split_keypoints, to_backend)
 
 
 def test_import_never_needs_cupy():
@@ -167,3 +168,24 @@ def test_udp_decoder_matches_mmpose_loop():
     c = UDPHeatmap(input_size=(18, 24), heatmap_size=(18, 24))  # scale 1: cells == pixels
     dec, _ = c.decode(hm[None])
     np.testing.assert_allclose(dec[0], mmpose_dark_udp(hm, 11), atol=1e-4)
+
+
+def test_broadcast_binary_is_numpys_float32_arithmetic_bit_for_bit():
+    """The torch-backed writes equal NumPy's own float32 product / sum exactly, including
+    products that underflow to subnormals or to zero (the far tails of a Gaussian)."""
+    rng = np.random.default_rng(5)
+    ey = np.exp(-rng.uniform(0, 120, (3, 5, 41))).astype(np.float32)  # down to ~1e-52 -> 0
+    ex = np.exp(-rng.uniform(0, 120, (3, 5, 37))).astype(np.float32)
+    ref = ey[..., :, None] * ex[..., None, :]
+    assert (ref == 0).any() and ((ref > 0) & (ref < np.finfo(np.float32).tiny)).any()
+    got = outer_product_maps(np, ey, ex)
+    assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), ref.view(np.uint32))
+    a = rng.normal(size=(3, 2, 1, 37)).astype(np.float32)
+    b = rng.normal(size=(3, 2, 41, 1)).astype(np.float32)
+    out = np.empty((3, 2, 41, 37), np.float32)
+    broadcast_binary(np, "add", a, b, out)
+    assert np.array_equal(out, a + b)
+    # a non-contiguous destination takes NumPy's own ufunc, same values
+    wide = np.zeros((3, 2, 41, 74), np.float32)
+    broadcast_binary(np, "mul", a, b, wide[..., ::2])
+    assert np.array_equal(wide[..., ::2], a * b) and not wide[..., 1::2].any()

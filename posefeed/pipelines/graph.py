@@ -14,9 +14,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import nvidia.dali.fn as fn
 import nvidia.dali.types as types
 from nvidia.dali import pipeline_def
+from nvidia.dali.pipeline import do_not_convert
 
 from posefeed.pipelines.opencv_ops import OpenCVCrop
 from posefeed.pipelines.source import OUTPUTS, SourceFn
@@ -53,19 +55,38 @@ class GraphSpec:
     def opencv(self) -> bool:
         return self.device == "cpu" and self.cpu_backend == "opencv"
 
+    @property
+    def crop_ahead(self) -> bool:
+        """The OpenCV stage's inputs are all in the source (cached host frames, or PNG bytes
+        it decodes), so the source starts each batch's OpenCV work when DALI asks for it."""
+        return self.opencv and (self.frames == "host" or (self.frames is None and self.opencv_decode))
+
+
+#: the source outputs the OpenCV stage takes after the frames, in its argument order
+CROP_INPUTS = ("crop_affine", "hsv_lut", "hsv_on", "blur_size", "median_size", "drop_box")
+
 
 class SplitSource:
     """Splits the source's tuple into two DALI external sources (images, which may live on the
-    GPU, and the CPU parameters), whichever DALI calls first; batches stay paired."""
+    GPU, and the CPU parameters), whichever DALI calls first; batches stay paired.
 
-    def __init__(self, source: SourceFn):
+    With ``crop_ahead`` (an `OpenCVCrop`), each batch's frames and crop parameters go to
+    ``crop_ahead.submit`` right away and the images output carries the batch's ticket
+    (``(B, 1)`` int64) instead of the frames."""
+
+    def __init__(self, source: SourceFn, crop_ahead: OpenCVCrop | None = None):
         self.source = source
+        self.crop_ahead = crop_ahead
         self._images: deque = deque()
         self._params: deque = deque()
 
     def _pull(self) -> None:
         out = self.source()
-        self._images.append(out[0])
+        images = out[0]
+        if self.crop_ahead is not None:
+            ticket = self.crop_ahead.submit(images, *(out[OUTPUTS.index(n)] for n in CROP_INPUTS))
+            images = np.full((len(images), 1), ticket, dtype=np.int64)
+        self._images.append(images)
         self._params.append(tuple(out[1:]))
 
     def images(self):
@@ -95,17 +116,34 @@ def build_pipeline(spec: GraphSpec, source: SourceFn, codecs: Sequence[Codec], b
     affine, then each codec's outputs (see `output_names`)."""
     gpu = spec.device == "gpu"
     w, h = spec.input_size
-    cv_stage = OpenCVCrop(spec.input_size, num_threads) if spec.opencv else None
+    # crop ahead: the pool works beside DALI's threads and the main thread, and its threads
+    # wait for the GIL between OpenCV calls; one more thread than num_threads keeps the
+    # cores busy (measured: +7 % samples/s on 2 cores; docs/benchmarks.md)
+    cv_stage = None
+    if spec.opencv:
+        cv_stage = OpenCVCrop(spec.input_size, num_threads + 1 if spec.crop_ahead else num_threads)
+    # Everything Python that runs per batch is made here, outside the pipeline definition,
+    # and marked do_not_convert: with conditionals on, DALI's AutoGraph rewrites every
+    # function *called* inside the definition (and all it calls at run time), which made the
+    # codecs' adapters ~25x slower and starved the OpenCV threads of the GIL.
+    split = SplitSource(source, crop_ahead=cv_stage if spec.crop_ahead else None)
+    read_images, read_params = do_not_convert(split.images), do_not_convert(split.params)
+    encoders = [do_not_convert(c.dali_function()) for c in codecs]
+    crop_fn = None
+    if cv_stage is not None:
+        crop_fn = do_not_convert(cv_stage.collect if spec.crop_ahead else cv_stage)
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads,
                   device_id=device_id if gpu else None, enable_conditionals=True,
                   prefetch_queue_depth=prefetch)
     def pose_pipeline():
-        split = SplitSource(source)
-        images = fn.external_source(source=split.images, batch=True,
-                                    layout="HWC" if spec.frames else "",
-                                    device="gpu" if spec.frames == "device" else "cpu")
-        p = dict(zip(OUTPUTS[1:], fn.external_source(source=split.params,
+        # cached host frames live as long as the loader: DALI reads them in place
+        # (no_copy) instead of copying ~1 MB per sample into its buffers every batch
+        images = fn.external_source(source=read_images, batch=True,
+                                    layout="HWC" if spec.frames and not spec.crop_ahead else "",
+                                    device="gpu" if spec.frames == "device" else "cpu",
+                                    no_copy=spec.frames == "host" and not spec.crop_ahead)
+        p = dict(zip(OUTPUTS[1:], fn.external_source(source=read_params,
                                                       num_outputs=len(OUTPUTS) - 1, batch=True)))
         # decode (RGB): "mixed" = nvJPEG on the GPU (PNG decodes on CPU threads either way);
         # with spec.roi only the region the crop reads (JPEG ROI decode)
@@ -124,11 +162,15 @@ def build_pipeline(spec: GraphSpec, source: SourceFn, codecs: Sequence[Codec], b
             frames = images.gpu()
         else:
             frames = images
-        if spec.opencv:
+        if spec.crop_ahead:
+            # the same OpenCV work, started by the source when DALI asked for the batch
+            crop = fn.python_function(images, function=crop_fn, batch_processing=True,
+                                      output_layouts="HWC")
+        elif spec.opencv:
             # affine crop + YOLOX HSV + blur + median blur + dropout: OpenCV, thread pool
             crop = fn.python_function(frames, p["crop_affine"], p["hsv_lut"], p["hsv_on"],
                                       p["blur_size"], p["median_size"], p["drop_box"],
-                                      function=cv_stage,
+                                      function=crop_fn,
                                       batch_processing=True, output_layouts="HWC")
         else:
             # affine crop: one matrix per sample (output -> input, pixel corners), black border
@@ -154,8 +196,8 @@ def build_pipeline(spec: GraphSpec, source: SourceFn, codecs: Sequence[Codec], b
         if gpu:
             keypoints, index, affine = keypoints.gpu(), index.gpu(), affine.gpu()
         targets = []
-        for codec in codecs:
-            outs = fn.python_function(keypoints, function=codec.dali_function(),
+        for codec, encode in zip(codecs, encoders):
+            outs = fn.python_function(keypoints, function=encode,
                                       batch_processing=True, num_outputs=len(codec.output_names),
                                       device=spec.device)
             targets += list(outs) if isinstance(outs, (list, tuple)) else [outs]

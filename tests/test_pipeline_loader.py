@@ -2,6 +2,9 @@
 cache, bad images, and the real datasets in ../shared/datasets."""
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -114,6 +117,40 @@ def test_resume_mid_epoch_continues_exactly(table):
             assert torch.equal(x[k], y[k]), k
     # the abandoned loader can iterate again: it continues from its own position
     assert torch.equal(batches(first, 1)[0]["index"], ref[1]["index"])
+
+
+def test_mid_epoch_resume_refuses_a_different_order(table):
+    """A mid-epoch state only fits a loader with the same order; the error names each
+    difference. At an epoch boundary the batch size or world size may change."""
+    first = make(table)                  # batch 4, 2 batches per epoch
+    first.set_epoch(2)
+    batches(first, 1)
+    state = first.state_dict()
+    assert state["batch"] == 1 and state["batch_size"] == 4 and state["shard"] == (0, 1)
+    for kw, word in ((dict(batch_size=2), "batch_size 4 (saved) vs 2"),
+                     (dict(shard=(1, 2)), "shard (0, 1) (saved) vs (1, 2)"),
+                     (dict(shuffle=False), "shuffle True (saved) vs False")):
+        other = make(table, **kw)
+        with pytest.raises(ValueError, match=re.escape(word)):
+            other.load_state_dict(state)
+    # a state saved as JSON (tuples become lists) still matches its own loader
+    same = make(table)
+    same.load_state_dict(json.loads(json.dumps(state)))
+    assert same.state_dict()["epoch"] == 2 and same.state_dict()["batch"] == 1
+    # epoch boundary: a new batch size is fine, the next epoch starts at its first batch
+    first.set_epoch(3)
+    boundary = first.state_dict()
+    assert boundary["batch"] == 0
+    smaller = make(table, batch_size=2)
+    smaller.load_state_dict(boundary)
+    assert smaller.state_dict()["epoch"] == 3 and len(batches(smaller)) == len(smaller) == 5
+    # after the saved epoch's last batch: the next loader starts the following epoch
+    done = make(table)
+    done.set_epoch(4)
+    batches(done)
+    smaller = make(table, batch_size=2)
+    smaller.load_state_dict(done.state_dict())
+    assert (smaller.state_dict()["epoch"], smaller.state_dict()["batch"]) == (5, 0)
 
 
 def test_two_shards_disjoint_and_cover(table):

@@ -172,16 +172,46 @@ class PoseLoader:
             self._epoch, self._batch = e, 0
         self._done_epoch = None
 
+    def _order_facts(self) -> dict[str, Any]:
+        """What the sample order of an epoch depends on (besides the seed)."""
+        return {"shard": (self.spec.rank, self.spec.world), "batch_size": self.batch_size,
+                "shuffle": self.spec.shuffle, "drop_last": self.spec.drop_last,
+                "mode": self.mode, "samples": len(self.source.samples), "num_batches": len(self)}
+
     def state_dict(self) -> dict[str, Any]:
-        """Position to resume from: the epoch and the number of batches already yielded."""
+        """Position to resume from: the epoch and the number of batches already yielded, with
+        the seed and what the order depends on (checked by :meth:`load_state_dict`)."""
         return {"epoch": self._epoch, "batch": self._batch, "seed": self.spec.seed,
-                "shard": (self.spec.rank, self.spec.world), "num_batches": len(self),
-                "skipped": self._skipped}
+                "skipped": self._skipped, **self._order_facts()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state``. The seed must match. A mid-epoch position also needs the
+        same shard, batch size, shuffle / drop_last, mode and number of samples (otherwise
+        samples of that epoch would repeat or be skipped): a mismatch raises ``ValueError``
+        naming each difference. At an epoch boundary (``batch == 0``, or after the epoch's
+        last batch) those may change, e.g. to resume on a different number of GPUs."""
         if int(state.get("seed", self.spec.seed)) != self.spec.seed:
             raise ValueError(f"state was saved with seed {state['seed']}, loader has {self.spec.seed}")
-        self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
+        batch = int(state["batch"])
+        mine = self._order_facts()
+        saved_batches = int(state.get("num_batches", mine["num_batches"]))
+        if 0 < batch < saved_batches:
+            diffs = []
+            for key, have in mine.items():
+                if key not in state:
+                    continue
+                was = state[key]
+                was = tuple(int(v) for v in was) if key == "shard" else was
+                if was != have:
+                    diffs.append(f"{key} {was!r} (saved) vs {have!r} (this loader)")
+            if diffs:
+                raise ValueError("cannot resume in the middle of an epoch with a loader whose sample "
+                                 "order differs from the saved one: " + "; ".join(diffs)
+                                 + ". Resume at an epoch boundary instead, or rebuild the loader "
+                                   "as it was.")
+        elif batch >= saved_batches:
+            batch = len(self)  # after the saved epoch's last batch: that epoch is done here too
+        self._epoch, self._batch = int(state["epoch"]), batch
         self._skipped = int(state.get("skipped", self._skipped))
         self._done_epoch = None
         if self._batch >= len(self):

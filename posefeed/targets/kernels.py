@@ -41,6 +41,20 @@ __device__ __forceinline__ PfKp pf_load(const float* __restrict__ kp, long long 
     }
     return p;
 }
+
+// the output cell (b, k, i, j) of a flat index into a (B, K, H, W) map stack
+struct PfCell { int b, k, i, j; };
+
+__device__ __forceinline__ PfCell pf_cell(long long idx, int K, int H, int W) {
+    PfCell c;
+    c.j = (int)(idx % W);
+    long long t = idx / W;
+    c.i = (int)(t % H);
+    t /= H;
+    c.k = (int)(t % K);
+    c.b = (int)(t / K);
+    return c;
+}
 """
 
 _GAUSSIAN_TARGETS = r"""
@@ -56,12 +70,8 @@ extern "C" __global__ void gaussian_targets(
     const long long total = (long long)B * K * H * W;
     for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
          idx += (long long)blockDim.x * gridDim.x) {
-        const int j = (int)(idx % W);
-        long long t = idx / W;
-        const int i = (int)(t % H);
-        t /= H;
-        const int k = (int)(t % K);
-        const int b = (int)(t / K);
+        const PfCell c = pf_cell(idx, K, H, W);
+        const int b = c.b, k = c.k, i = c.i, j = c.j;
         float best = 0.0f, wmax = 0.0f;
         for (int n = 0; n < N; ++n) {
             const PfKp p = pf_load(kp, ((long long)b * N + n) * K + k);
@@ -118,12 +128,8 @@ extern "C" __global__ void dlc_targets(
     const long long total = (long long)B * K * plane;
     for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
          idx += (long long)blockDim.x * gridDim.x) {
-        const int j = (int)(idx % W);
-        long long t = idx / W;
-        const int i = (int)(t % H);
-        t /= H;
-        const int k = (int)(t % K);
-        const int b = (int)(t / K);
+        const PfCell c = pf_cell(idx, K, H, W);
+        const int b = c.b, k = c.k, i = c.i, j = c.j;
         const double gxj = (double)gx[j];
         const double gyi = (double)gy[i];
         float h = 0.0f, lx = 0.0f, ly = 0.0f, wt = 1.0f;

@@ -128,11 +128,20 @@ def test_mid_epoch_resume_refuses_a_different_order(table):
     state = first.state_dict()
     assert state["batch"] == 1 and state["batch_size"] == 4 and state["shard"] == (0, 1)
     for kw, word in ((dict(batch_size=2), "batch_size 4 (saved) vs 2"),
-                     (dict(shard=(1, 2)), "shard (0, 1) (saved) vs (1, 2)"),
+                     (dict(shard=(1, 2)), "world size 1 (saved) vs 2"),
                      (dict(shuffle=False), "shuffle True (saved) vs False")):
         other = make(table, **kw)
         with pytest.raises(ValueError, match=re.escape(word)):
             other.load_state_dict(state)
+    # DDP: every rank loads the state rank 0 saved and continues its own shard
+    r0, r1 = make(table, shard=(0, 2), batch_size=2), make(table, shard=(1, 2), batch_size=2)
+    r0.set_epoch(2)
+    batches(r0, 1)
+    r1.load_state_dict(r0.state_dict())
+    assert (r1.state_dict()["epoch"], r1.state_dict()["batch"]) == (2, 1)
+    ref1 = make(table, shard=(1, 2), batch_size=2)
+    ref1.set_epoch(2)
+    assert torch.equal(batches(r1)[0]["index"], batches(ref1)[1]["index"])
     # a state saved as JSON (tuples become lists) still matches its own loader
     same = make(table)
     same.load_state_dict(json.loads(json.dumps(state)))

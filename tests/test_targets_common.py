@@ -185,6 +185,10 @@ def test_broadcast_binary_is_numpys_float32_arithmetic_bit_for_bit():
     out = np.empty((3, 2, 41, 37), np.float32)
     broadcast_binary(np, "add", a, b, out)
     assert np.array_equal(out, a + b)
+    # an out larger than the inputs' broadcast shape is filled whole, as NumPy does
+    big = np.full((2, 3, 2, 41, 37), 7.0, np.float32)
+    broadcast_binary(np, "add", a, b, big)
+    assert np.array_equal(big, np.broadcast_to(a + b, big.shape))
     # a non-contiguous destination takes NumPy's own ufunc, same values
     wide = np.zeros((3, 2, 41, 74), np.float32)
     broadcast_binary(np, "mul", a, b, wide[..., ::2])

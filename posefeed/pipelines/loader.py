@@ -186,8 +186,9 @@ class PoseLoader:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state``. The seed must match. A mid-epoch position also needs the
-        same shard, batch size, shuffle / drop_last, mode and number of samples (otherwise
-        samples of that epoch would repeat or be skipped): a mismatch raises ``ValueError``
+        same world size, batch size, shuffle / drop_last, mode and number of samples (otherwise
+        samples of that epoch would repeat or be skipped; the rank may differ, so every DDP rank
+        can load the state rank 0 saved): a mismatch raises ``ValueError``
         naming each difference. At an epoch boundary (``batch == 0``, or after the epoch's
         last batch) those may change, e.g. to resume on a different number of GPUs."""
         if int(state.get("seed", self.spec.seed)) != self.spec.seed:
@@ -201,7 +202,8 @@ class PoseLoader:
                 if key not in state:
                     continue
                 was = state[key]
-                was = tuple(int(v) for v in was) if key == "shard" else was
+                if key == "shard":  # every rank may load rank 0's state: ranks run in lockstep,
+                    key, was, have = "world size", int(was[1]), have[1]  # the world must match
                 if was != have:
                     diffs.append(f"{key} {was!r} (saved) vs {have!r} (this loader)")
             if diffs:

@@ -120,10 +120,13 @@ def broadcast_binary(xp: ModuleType, op: str, a: Array, b: Array, out: Array) ->
     for the outer-product and row / column broadcasts the codecs write, NumPy runs one
     short inner loop per output row while torch's vectorised kernel streams the whole map,
     1.5-3x faster on large maps (benchmarks/results/targets-cpu.md). Both compute the same
-    IEEE float32 product / sum, so the values are identical. CuPy uses its own ufunc."""
+    IEEE float32 product / sum, so the values are identical. An ``out`` larger than the
+    inputs' broadcast shape (which torch would not broadcast into) takes NumPy's ufunc. CuPy
+    uses its own ufunc."""
     if xp is np:
         torch = _torch()
-        if torch is not None and out.dtype == np.float32 and out.flags.c_contiguous and out.flags.writeable:
+        if (torch is not None and out.dtype == np.float32 and out.flags.c_contiguous
+                and out.flags.writeable and np.broadcast_shapes(a.shape, b.shape) == out.shape):
             ta, tb = torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b))
             getattr(torch, op)(ta, tb, out=torch.from_numpy(out))
             return out

@@ -317,6 +317,81 @@ def test_resume_continues_the_same_run(tmp_path):
     assert {"model", "optimizer", "scheduler", "ema", "loader", "epoch"} <= set(ckpt)
 
 
+class PositionLoader(FakeLoader):
+    """FakeLoader that resumes mid-epoch like PoseLoader: ``state_dict`` holds the epoch and
+    the batches already yielded; ``set_epoch`` keeps a loaded position."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.pos = 0
+        self.starts: list[tuple[int, int]] = []
+
+    def set_epoch(self, e):
+        if e != self.epoch:
+            self.pos = 0
+        self.epoch = e
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "batch": self.pos}
+
+    def load_state_dict(self, s):
+        self.epoch, self.pos = s["epoch"], s["batch"]
+        self.state_loads += 1
+
+    def __iter__(self):
+        self.starts.append((self.epoch, self.pos))
+        for b, batch in enumerate(super().__iter__()):
+            if b < self.pos:
+                continue
+            self.pos = b + 1
+            yield batch
+        self.pos = 0
+        self.epoch += 1
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_from_a_mid_epoch_checkpoint_continues_the_same_run(tmp_path):
+    """checkpoint_every_steps writes last.pt inside epochs; a run killed after step 7 resumes
+    from step 6 (epoch 1, batch 2 of 4) and ends with exactly the uninterrupted run's
+    weights, EMA, per-step losses and per-epoch mean losses."""
+    straight = Trainer(tiny_model(), PositionLoader(), tiny_config(), out_dir=tmp_path / "a",
+                       log=lambda s: None)
+    straight.fit()
+
+    def crash_at_7(info):
+        if info["step"] == 7:
+            raise Crash
+
+    first = Trainer(tiny_model(), PositionLoader(), tiny_config(checkpoint_every_steps=3),
+                    out_dir=tmp_path / "b", log=lambda s: None, on_step=crash_at_7)
+    with pytest.raises(Crash):
+        first.fit()
+    ckpt = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert ckpt["global_step"] == 6 and ckpt["epoch"] == 1
+    assert ckpt["loader"] == {"epoch": 1, "batch": 2} and ckpt["epoch_progress"]["iter"] == 2
+
+    loader = PositionLoader()
+    lines: list[str] = []
+    second = Trainer(tiny_model(seed=123), loader, tiny_config(checkpoint_every_steps=3),
+                     out_dir=tmp_path / "b", log=lines.append)
+    assert second.resume()
+    assert "resumed at epoch 1, batch 2 (step 6)" in lines[-1]
+    second.fit()
+    assert loader.starts[0] == (1, 2)        # the first pass after the resume starts mid-epoch
+    for (name, a), b in zip(straight.model.state_dict().items(),
+                            second.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert torch.equal(next(iter(straight.ema.module.parameters())),
+                       next(iter(second.ema.module.parameters())))
+    assert second.step_losses == straight.step_losses
+    assert [h["loss"] for h in second.history] == [h["loss"] for h in straight.history]
+    end = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert end["epoch"] == 4 and "epoch_progress" not in end
+
+
 class Sabotage:
     """Wraps a loss: NaN at the given calls, times ``factor`` at others."""
 

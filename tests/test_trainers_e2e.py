@@ -127,3 +127,66 @@ def test_demo_smoke(tmp_path):
     assert "mean-pose baseline" in res.output
     assert (tmp_path / "samples.png").is_file()
     assert json.loads((tmp_path / "train" / "metrics.json").read_text())["epochs"] == 1
+
+
+def test_mid_epoch_checkpoint_resumes_poseloader_at_the_next_batch(tiny_synthetic, tmp_path):
+    """A Trainer on a real PoseLoader with checkpoint_every_steps=1, stopped after step 4
+    (epoch 1, batch 1 of 3): the resumed run trains on exactly the batches the uninterrupted
+    run trains on from there (same rows, same order), and ends at the same step count."""
+    pytest.importorskip("nvidia.dali")
+    from posefeed.datasets import load_dlc
+    from posefeed.pipelines import AugmentConfig, PoseLoader
+    from posefeed.trainers import PoseLoss, TrainConfig, Trainer
+    from posefeed.trainers.models import build_model
+    from posefeed.targets import GaussianHeatmap
+
+    table = load_dlc(tiny_synthetic.dlc_project)
+    codec = GaussianHeatmap((64, 48), (16, 12), sigma=2.0)
+
+    def loader():
+        return PoseLoader(table, [codec], mode="frame", input_size=(64, 48), batch_size=8,
+                          schedule=AugmentConfig.frame_default(), device="cpu", num_threads=1,
+                          seed=3, cache="host")
+
+    class Recording(PoseLoss):
+        def __init__(self):
+            super().__init__()
+            self.rows: list[list[int]] = []
+
+        def __call__(self, outputs, batch):
+            self.rows.append(batch["index"][:, 0].tolist())
+            return super().__call__(outputs, batch)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_4(info):
+        if info["step"] == 4:
+            raise Stop
+
+    cfg = TrainConfig(epochs=3, lr=1e-3, warmup_iters=1, eval_every=100, device="cpu",
+                      checkpoint_every_steps=1, ema=False)
+    straight_loss = Recording()
+    with loader() as ld:
+        straight = Trainer(build_model("heatmap", 5, (64, 48), SMALL), ld, cfg,
+                           loss_fn=straight_loss, out_dir=tmp_path / "a", log=lambda s: None)
+        straight.fit()
+    assert len(straight_loss.rows) == 9          # 24 frames -> 3 batches x 3 epochs
+    first_loss = Recording()
+    with loader() as ld:
+        first = Trainer(build_model("heatmap", 5, (64, 48), SMALL), ld, cfg,
+                        loss_fn=first_loss, out_dir=tmp_path / "b", log=lambda s: None,
+                        on_step=stop_at_4)
+        with pytest.raises(Stop):
+            first.fit()
+    assert first_loss.rows == straight_loss.rows[:4]
+    resumed_loss = Recording()
+    lines: list[str] = []
+    with loader() as ld:
+        second = Trainer(build_model("heatmap", 5, (64, 48), SMALL), ld, cfg,
+                         loss_fn=resumed_loss, out_dir=tmp_path / "b", log=lines.append)
+        assert second.resume()
+        assert "resumed at epoch 1, batch 1 (step 4)" in lines[-1]
+        second.fit()
+    assert resumed_loss.rows == straight_loss.rows[4:]
+    assert second.global_step == straight.global_step == 9

@@ -64,6 +64,9 @@ def train(
     out: Path = typer.Option(Path("runs/train"), help="output folder"),
     device: str = typer.Option("auto", help="auto | cpu | gpu"),
     resume: bool = typer.Option(False, "--resume", help="continue from out/checkpoints"),
+    checkpoint_steps: int = typer.Option(0, help="also checkpoint every N optimizer steps "
+                                         "inside an epoch, so --resume continues mid-epoch "
+                                         "(0: at epoch ends only)"),
     batch_size: int = typer.Option(8, help="batch size"),
     input_size: str = typer.Option(None, help="network input WxH (default: 192x256 "
                                    "topdown, the frame scaled to <= 320 px in frame mode)"),
@@ -86,6 +89,7 @@ def train(
     rc = RunConfig(data=path, out=out, codec=codec, epochs=epochs, batch_size=batch_size,
                    input_size=parse_size(input_size), mode=mode, device=device,
                    train_fraction=train_fraction, seed=seed, resume=resume,
+                   checkpoint_steps=checkpoint_steps,
                    eval_every=eval_every, lr=lr, heatmap_loss=heatmap_loss)
     console = Console()
     try:

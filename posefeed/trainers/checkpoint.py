@@ -88,6 +88,10 @@ class CheckpointManager:
             old.unlink(missing_ok=True)
         return path
 
+    def save_last(self, state: dict[str, Any]) -> Path:
+        """Write only ``last.pt`` (a mid-epoch checkpoint: the epoch files stay per epoch)."""
+        return atomic_save(dict(state, best_metric=self.best), self.last)
+
     def _better(self, metric: float) -> bool:
         if self.best is None:
             return True

@@ -37,6 +37,7 @@ class RunConfig:
     train_fraction: float = 0.95
     seed: int = 0
     resume: bool = False
+    checkpoint_steps: int = 0           # also a mid-epoch out/checkpoints/last.pt every N steps
     eval_every: int = 5
     pcutoff: float = 0.6
     lr: float | None = None             # None: the recipe's 4e-3
@@ -128,7 +129,7 @@ def run(rc: RunConfig, on_step: Callable[[dict[str, Any]], None] | None = None,
         if iters == 0:
             raise ValueError(f"batch size {rc.batch_size} is larger than the training set")
         cfg = TrainConfig(epochs=rc.epochs, eval_every=rc.eval_every, device=rc.device,
-                          seed=rc.seed)
+                          seed=rc.seed, checkpoint_every_steps=max(0, int(rc.checkpoint_steps)))
         if rc.lr is not None:
             cfg = dataclasses.replace(cfg, lr=rc.lr)
         if rc.scale_schedule:

@@ -74,6 +74,7 @@ class TrainConfig:
     accumulate: int = 1                # batches per optimizer step
     eval_every: int = 10               # epochs; the last epoch is always evaluated
     checkpoint_every: int = 1          # epochs
+    checkpoint_every_steps: int = 0    # also a mid-epoch last.pt every N optimizer steps (0: off)
     keep_last: int = 3
     best_metric: str = "rmse_px"       # lower is better
     device: str = "auto"               # "auto" | "cpu" | "gpu" | "cuda" | "cuda:1" ...
@@ -180,6 +181,9 @@ class Trainer:
         self.step_losses: list[float] = []        # every batch's loss
         self.events: list[dict[str, Any]] = []    # guard actions
         self._snapshot: dict[str, Any] | None = None
+        #: the unfinished epoch's running totals (set while an epoch runs, and by a resume
+        #: from a mid-epoch checkpoint): batches done, their losses, samples, seconds
+        self._progress: dict[str, Any] | None = None
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -194,6 +198,8 @@ class Trainer:
         }
         if hasattr(self.loader, "state_dict"):
             state["loader"] = self.loader.state_dict()
+        if self._progress is not None:  # saved inside an epoch: how far it got
+            state["epoch_progress"] = dict(self._progress, losses=list(self._progress["losses"]))
         return state
 
     def load_state_dict(self, state: dict[str, Any], training_state: bool = True) -> None:
@@ -215,6 +221,10 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if "loader" in state and hasattr(self.loader, "load_state_dict"):
             self.loader.load_state_dict(state["loader"])
+        self._progress = state.get("epoch_progress")
+        if self._progress is not None and "loader" not in state:
+            raise ValueError("a mid-epoch checkpoint needs the loader's position, and this one "
+                             "has none (the loader had no state_dict)")
         if self.ckpt is not None:
             self.ckpt.best = state.get("best_metric", self.ckpt.best)
 
@@ -225,7 +235,8 @@ class Trainer:
         if state is None:
             return False
         self.load_state_dict(state)
-        self.log(f"resumed at epoch {self.epoch} (step {self.global_step})")
+        where = f", batch {self._progress['iter']}" if self._progress else ""
+        self.log(f"resumed at epoch {self.epoch}{where} (step {self.global_step})")
         return True
 
     # -- training ------------------------------------------------------------------------
@@ -283,8 +294,15 @@ class Trainer:
             self.loader.set_epoch(self.epoch)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        t0, n_samples, losses, pending = time.perf_counter(), 0, [], 0
-        for i, batch in enumerate(self.loader):
+        # a resumed mid-epoch checkpoint continues its epoch's totals (the loader continues
+        # from the saved batch)
+        prog = self._progress or {"iter": 0, "losses": [], "n_samples": 0, "seconds": 0.0}
+        self._progress = prog
+        first, losses, n_samples = int(prog["iter"]), list(prog["losses"]), int(prog["n_samples"])
+        t0, pending = time.perf_counter() - float(prog["seconds"]), 0
+        every = c.checkpoint_every_steps if self.ckpt is not None else 0
+        saved_step = self.global_step  # never twice for one step (skipped steps keep it)
+        for i, batch in enumerate(self.loader, start=first):
             batch = to_device(batch, self.device)
             with self._autocast():
                 outputs = self.model(prepare_image(batch["image"]))
@@ -303,6 +321,12 @@ class Trainer:
                     self._optimizer_step()
                     pending = 0
             n_samples += int(batch["image"].shape[0])
+            prog.update(iter=i + 1, losses=losses, n_samples=n_samples,
+                        seconds=time.perf_counter() - t0)
+            if (every and pending == 0 and self.global_step % every == 0
+                    and self.global_step != saved_step and i + 1 < self.iters_per_epoch):
+                self.ckpt.save_last(self.state_dict())  # type: ignore[union-attr]
+                saved_step = self.global_step
             if self.on_step is not None:
                 dt = time.perf_counter() - t0
                 self.on_step({"epoch": self.epoch, "iter": i + 1,
@@ -311,6 +335,7 @@ class Trainer:
                               "samples_per_s": n_samples / max(dt, 1e-9)})
         if pending:
             self._optimizer_step()
+        self._progress = None
         dt = time.perf_counter() - t0
         return {"epoch": self.epoch, "loss": statistics.fmean(losses) if losses else float("nan"),
                 "lr": self.scheduler.get_last_lr()[0], "seconds": dt,

@@ -375,6 +375,11 @@ class PoseLoader:
             else:
                 t = torch.from_numpy(np.array(out.as_tensor()))
             batch[name] = t
+        if self.device == "gpu":
+            # the clones run asynchronously on torch's stream; DALI may write the next
+            # iteration into these buffers as soon as the pipeline runs again, so wait for
+            # them (tens of microseconds for a batch on an H100-class GPU)
+            torch.cuda.current_stream(self.device_id).synchronize()
         if self.mode == "topdown" and batch["keypoints"].ndim == 3:
             batch["keypoints"] = batch["keypoints"][:, None]
         return batch

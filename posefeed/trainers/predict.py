@@ -65,7 +65,9 @@ def predict(model: nn.Module, loader: Iterable[dict[str, Tensor]], codec: Any,
 
     The built-in heads predict one instance per sample: in frame mode that is instance 0 of
     the frame (single-animal data). Padding samples (``index < 0``) and repeated rows
-    (a padded last batch) are dropped.
+    (a padded last batch) are dropped. Under ``torch.distributed`` (world size > 1) every
+    rank's predictions are gathered, so each rank returns those of the whole set (a
+    PoseLoader shards itself across the ranks), in table-row order.
     """
     from posefeed.trainers.trainer import prepare_image  # noqa: PLC0415 - avoid a cycle
 
@@ -83,11 +85,31 @@ def predict(model: nn.Module, loader: Iterable[dict[str, Tensor]], codec: Any,
         gxy = to_original(gt[..., :2].to(affine.device), affine).cpu()
         gts.append(torch.cat([gxy, gt[..., 2:].cpu()], -1).numpy())
         rows.append(batch["index"][:, 0].cpu().numpy())
-    r = np.concatenate(rows).astype(np.int64)
+    parts = [np.concatenate(x) if x else None for x in (kps, scores, rows, gts)]
+    gathered = _gather_ranks(parts)
+    if gathered is not None:   # rows seen by several ranks (padded shards) count once
+        parts = [np.concatenate(got) if (got := [g[i] for g in gathered if g[i] is not None])
+                 else None for i in range(4)]
+    kp_all, sc_all, r, gt_all = parts
+    if r is None:
+        raise ValueError("the loader yielded no batch to predict on")
+    r = r.astype(np.int64)
     _, first = np.unique(r, return_index=True)
-    keep = np.sort(first[r[first] >= 0])
-    return Predictions(np.concatenate(kps)[keep], np.concatenate(scores)[keep], r[keep],
-                       np.concatenate(gts)[keep])
+    first = first[r[first] >= 0]
+    keep = first[np.argsort(r[first], kind="stable")] if gathered is not None else np.sort(first)
+    return Predictions(kp_all[keep], sc_all[keep], r[keep], gt_all[keep])
+
+
+def _gather_ranks(parts: list) -> list | None:
+    """Every rank's ``parts`` (a list of arrays), when ``torch.distributed`` runs with more
+    than one process; else None."""
+    import torch.distributed as dist  # noqa: PLC0415
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, parts)
+    return out
 
 
 def evaluate(model: nn.Module, loader: Iterable[dict[str, Tensor]], codec: Any, table: Any = None,

@@ -37,11 +37,14 @@ class OpenCVCrop:
     """Batch callable for ``fn.python_function(frames, affine, luts, hsv_on, blur_size,
     median_size, drop_box, batch_processing=True)``; returns the ``(h, w, 3)`` uint8 crops.
 
-    ``frames``: decoded RGB ``(H, W, 3)`` or RGBA ``(H, W, 4)`` frames (the host cache keeps
-    RGBA: OpenCV's 4-channel bilinear warp is 2x faster, with the same RGB values; the output
-    is always RGB), or encoded bytes (1-D uint8), which are
-    decoded here with ``cv2.imdecode`` (used for PNG, where OpenCV's decoder is faster than
-    DALI's CPU one and there is no ROI decode to gain).
+    ``frames``: decoded RGB ``(H, W, 3)`` or RGBA ``(H, W, 4)`` frames, or encoded bytes (1-D
+    uint8), which are decoded here with ``cv2.imdecode`` (used for PNG, where OpenCV's
+    decoder is faster than DALI's CPU one and there is no ROI decode to gain).
+
+    OpenCV's 4-channel bilinear ``warpAffine`` is 2x faster than its 3-channel one with the
+    same values per channel, so 3-channel frames get an alpha channel first (~0.03 ms for a
+    640x480 frame against ~0.07 ms saved; the host cache stores RGBA and skips that step).
+    The output is always RGB ``(h, w, 3)``.
 
     ``affine``: per-sample ``(2, 3)`` output -> frame matrix (pixel centres, as OpenCV's
     ``WARP_INVERSE_MAP``); ``blur_size``/``median_size`` 0 = off; ``drop_box`` ``(y, x, h, w)``.
@@ -107,16 +110,16 @@ class OpenCVCrop:
             frame = cv2.imdecode(frame, cv2.IMREAD_COLOR)
             if frame is None:
                 raise ValueError("OpenCV could not decode an image")
+        if frame.shape[2] == 3:  # 4-channel warp: 2x faster than 3-channel, same values
+            frame = cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA if bgr else cv2.COLOR_RGB2RGBA)
         out = cv2.warpAffine(np.ascontiguousarray(frame), np.asarray(affine, dtype=np.float64),
                              self.size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
         if bool(hsv_on):  # (RGBA input: cvtColor ignores the alpha channel)
             hsv = cv2.LUT(cv2.cvtColor(out, cv2.COLOR_BGR2HSV if bgr else cv2.COLOR_RGB2HSV), lut)
             out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-        elif bgr:
-            out = cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
-        elif out.shape[2] == 4:
-            out = cv2.cvtColor(out, cv2.COLOR_RGBA2RGB)
+        else:
+            out = cv2.cvtColor(out, cv2.COLOR_BGRA2RGB if bgr else cv2.COLOR_RGBA2RGB)
         b, m = int(blur), int(median)
         if b > 1:
             out = cv2.blur(out, (b, b))

@@ -2,6 +2,7 @@
 and the summed target heatmap, to see that the augmentation is right."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import typer
@@ -52,7 +53,7 @@ def render_grid(batch: dict, skeleton: list[tuple[int, int]], out: Path, title: 
                      fontsize=7)
         ax.set_xlim(-0.5, w - 0.5)
         ax.set_ylim(h - 0.5, -0.5)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(textwrap.fill(title, width=max(40, int(fig.get_figwidth() * 12))), fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from posefeed.datasets import AnnotationError, load_coco, load_dataset
+from posefeed.datasets import AnnotationError, load_coco, load_dataset, write_coco, write_dlc
 
 COCO_FLIPS = [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)]
 
@@ -61,7 +61,7 @@ def test_coco_mini_matches_the_json(coco_json):
 
 def test_coco_round_trip(coco_json, tmp_path):
     table = load_coco(coco_json)
-    out = table.to_coco(tmp_path / "sub" / "rt.json")
+    out = write_coco(table, tmp_path / "sub" / "rt.json")
     back = load_dataset(out)
     assert [back.image_path(i).resolve() for i in back.images] == \
         [table.image_path(i).resolve() for i in table.images]
@@ -73,7 +73,7 @@ def test_coco_round_trip(coco_json, tmp_path):
     assert written["categories"][0]["skeleton"] == \
         json.loads(coco_json.read_text())["categories"][0]["skeleton"]
     # and through DeepLabCut's multi-animal format
-    dlc = table.to_dlc(tmp_path / "CollectedData_x.h5")
+    dlc = write_dlc(table, tmp_path / "CollectedData_x.h5")
     back = load_dataset(dlc, root=coco_json.parent)
     np.testing.assert_array_equal(back.keypoints[..., :2], table.keypoints[..., :2])
     assert ((back.keypoints[..., 2] > 0) == (table.keypoints[..., 2] > 0)).all()

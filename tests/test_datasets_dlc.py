@@ -12,7 +12,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from posefeed.datasets import AnnotationError, PoseTable, load_dataset, load_dlc
+from posefeed.datasets import (AnnotationError, PoseTable, load_dataset, load_dlc, write_coco,
+                               write_dlc)
 
 OPENFIELD_CSV = "labeled-data/m4s1/CollectedData_Pranav.csv"
 
@@ -77,11 +78,11 @@ def test_openfield_round_trip(dlc_project, tmp_path):
     table = load_dlc(dlc_project)
     for suffix in (".h5", ".csv"):
         out = tmp_path / f"CollectedData_rt{suffix}"
-        table.to_dlc(out)
+        write_dlc(table, out)
         back = load_dlc(out, root=dlc_project)
         pd.testing.assert_frame_equal(back.frame, table.frame)
         assert back.bodyparts == table.bodyparts
-    coco = table.to_coco(tmp_path / "rt.json")
+    coco = write_coco(table, tmp_path / "rt.json")
     back = load_dataset(coco)
     assert [back.image_path(i).resolve() for i in back.images] == \
         [table.image_path(i).resolve() for i in table.images]
@@ -193,7 +194,7 @@ def test_multi_animal_round_trip_and_formats(tmp_path):
     for suffix in (".h5", ".csv"):
         out = root / "labeled-data" / "vidA" / f"CollectedData_me{suffix}"
         out.unlink(missing_ok=True)
-        table.to_dlc(out, scorer="me")
+        write_dlc(table, out, scorer="me")
         raw = pd.read_hdf(out) if suffix == ".h5" else pd.read_csv(out, header=[0, 1, 2, 3],
                                                                    index_col=[0, 1, 2])
         assert raw.columns.nlevels == 4
@@ -221,7 +222,7 @@ def test_single_animal_csv_keeps_all_nan_first_row(tmp_path):
     # a frame with nothing labelled gets the whole image as its box
     np.testing.assert_allclose(table.bboxes[0], [-0.5, -0.5, W, H])
     # written back, the NaN row survives the CSV round trip too
-    table.to_dlc(folder / "CollectedData_me.csv")
+    write_dlc(table, folder / "CollectedData_me.csv")
     pd.testing.assert_frame_equal(load_dlc(folder / "CollectedData_me.csv").frame, table.frame)
 
 

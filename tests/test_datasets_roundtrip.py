@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from posefeed.datasets import PoseTable, load_coco, load_dlc
+from posefeed.datasets import PoseTable, load_coco, load_dlc, write_coco, write_dlc
 
 SIZES = {"labeled-data/v/a.png": (64, 48), "labeled-data/v/b.png": (33, 70),
          "labeled-data/v/c.png": (50, 50)}
@@ -49,13 +49,13 @@ def test_round_trips(tmp_path, data):
                                   individuals=[r[1] for r in rows], root=tmp_path)
     for suffix in (".h5", ".csv"):
         path = tmp_path / "labeled-data" / "v" / f"CollectedData_x{suffix}"
-        table.to_dlc(path, multianimal=multi)
+        write_dlc(table, path, multianimal=multi)
         back = load_dlc(path)
         path.unlink()
         assert back.images == table.images and back.individuals == table.individuals
         # exact float64 equality of every value, bboxes recomputed identically
         pd.testing.assert_frame_equal(back.frame, table.frame, check_exact=True)
-    back = load_coco(table.to_coco(tmp_path / "c.json"))
+    back = load_coco(write_coco(table, tmp_path / "c.json"))
     np.testing.assert_array_equal(back.keypoints, table.keypoints)
     np.testing.assert_array_equal(back.bboxes, table.bboxes)
     assert [back.image_path(i) for i in back.images] == [table.image_path(i) for i in table.images]

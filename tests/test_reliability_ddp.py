@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from posefeed.datasets import write_coco
+
 from test_reliability_images import make_dataset
 
 SCRIPT = Path(__file__).resolve().parent / "ddp_train_script.py"
@@ -52,7 +54,7 @@ def records(out: Path) -> dict[int, list[dict]]:
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ddp")
     table = make_dataset(root / "images", {}, n=N)
-    return table.to_coco(root / "ann.json")
+    return write_coco(table, root / "ann.json")
 
 
 @pytest.fixture(scope="module")

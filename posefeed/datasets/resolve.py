@@ -7,7 +7,10 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from posefeed.datasets.coco import load_coco
+from posefeed.datasets.dlc import load_dlc
 from posefeed.datasets.errors import AnnotationError
+from posefeed.datasets.synthetic import SyntheticConfig, make_synthetic
 from posefeed.datasets.table import PoseTable
 
 SYNTHETIC = "synthetic"
@@ -29,8 +32,6 @@ def dataset_path(path: str | Path, *, out: str | Path | None = None,
     DeepLabCut files beside it, keeps ``v = 1`` for occluded keypoints)."""
     if str(path) != SYNTHETIC:
         return Path(path)
-    from posefeed.datasets.synthetic import SyntheticConfig, make_synthetic  # noqa: PLC0415
-
     cfg = SyntheticConfig(**synthetic_kwargs)  # type: ignore[arg-type]
     target = Path(out) if out is not None else default_cache_dir() / cfg.tag()
     marker = target / "synthetic.json"
@@ -53,9 +54,6 @@ def load_dataset(path: str | Path, *, flip_pairs: Iterable[tuple[int | str, int 
     """Load a DeepLabCut project folder, a CollectedData ``.h5`` / ``.csv``, a COCO ``.json``
     or ``"synthetic"`` (see `dataset_path`; ``kwargs`` go to it there, else to the
     loader)."""
-    from posefeed.datasets.coco import load_coco  # noqa: PLC0415
-    from posefeed.datasets.dlc import load_dlc  # noqa: PLC0415
-
     if str(path) == SYNTHETIC:
         return load_coco(dataset_path(path, **kwargs), flip_pairs=flip_pairs)
     p = Path(path)

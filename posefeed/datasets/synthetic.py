@@ -30,6 +30,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from posefeed.datasets.coco import write_coco
+from posefeed.datasets.dlc import write_dlc, write_dlc_config
+from posefeed.datasets.flip import infer_flip_pairs
 from posefeed.datasets.table import PoseTable, bbox_from_keypoints
 
 # name, parent index, rest position (body units, y down, head up; "left" is -x)
@@ -347,9 +350,6 @@ def make_synthetic(out_dir: str | Path, n_frames: int = 200, n_keypoints: int = 
             kps.append(kp[i])
     kp_arr = np.stack(kps)
     sizes = np.tile(np.asarray(cfg.image_size, dtype=np.int64), (len(images), 1))
-    from posefeed.datasets.flip import infer_flip_pairs  # noqa: PLC0415
-    from posefeed.datasets.dlc import write_dlc, write_dlc_config  # noqa: PLC0415
-
     table = PoseTable.from_arrays(
         images, kp_arr, names, sizes, individuals=individuals,
         bboxes=bbox_from_keypoints(kp_arr, sizes), flip_pairs=infer_flip_pairs(names),
@@ -360,7 +360,7 @@ def make_synthetic(out_dir: str | Path, n_frames: int = 200, n_keypoints: int = 
     csv = write_dlc(table, folder / f"CollectedData_{SCORER}.csv", scorer=SCORER,
                     multianimal=multi)
     write_dlc_config(table, out, scorer=SCORER, task=VIDEO, multianimal=multi)
-    coco = table.to_coco(out / "coco.json")
+    coco = write_coco(table, out / "coco.json")
     params = asdict(cfg)
     with open(out / "synthetic.json", "w", encoding="utf-8") as fh:
         json.dump(params, fh)

@@ -10,6 +10,9 @@ MultiIndex:
 - ``("bbox", "x"|"y"|"w"|"h")``  instance box, pixels, top-left corner + size (float)
 - ``(bodypart, "x"|"y"|"v")``    keypoints: pixels, origin at the centre of the top-left
                                   pixel; ``v`` as COCO (0 missing, 1 occluded, 2 visible)
+
+The table knows no file format: `posefeed.datasets.dlc` and `posefeed.datasets.coco` read
+files into it (`load_dlc`, `load_coco`) and write it out (`write_dlc`, `write_coco`).
 """
 from __future__ import annotations
 
@@ -248,22 +251,6 @@ class PoseTable:
         train_images = {images[i] for i in perm[:n_train]}
         in_train = self.frame[("image", "")].isin(sorted(train_images)).to_numpy()
         return self.subset(np.flatnonzero(in_train)), self.subset(np.flatnonzero(~in_train))
-
-    def to_dlc(self, path: str | Path, *, scorer: str = "posefeed",
-               multianimal: bool | None = None) -> Path:
-        """Write a DeepLabCut CollectedData ``.h5`` or ``.csv`` (by suffix); multi-animal
-        header when rows have named individuals or several instances per image. DeepLabCut
-        has no occlusion flag: ``v = 1`` reads back as ``v = 2``."""
-        from posefeed.datasets.dlc import write_dlc  # noqa: PLC0415 - dlc imports table
-
-        return write_dlc(self, path, scorer=scorer, multianimal=multianimal)
-
-    def to_coco(self, path: str | Path, *, category: str = "person") -> Path:
-        """Write a COCO keypoints JSON (``file_name`` relative to the JSON's folder).
-        Rows with no labelled keypoint are written but, like MMPose, not read back."""
-        from posefeed.datasets.coco import write_coco  # noqa: PLC0415 - coco imports table
-
-        return write_coco(self, path, category=category)
 
 
 def bbox_from_keypoints(keypoints: np.ndarray, image_sizes: np.ndarray,

@@ -1,0 +1,174 @@
+"""A DeepLabCut project: ``config.yaml`` (bodyparts, individuals, skeleton) and its
+``labeled-data/*/CollectedData_*`` files, loaded into one `PoseTable` (`load_dlc`).
+
+Image paths are made relative to the project folder (bare file names are taken relative to the
+annotation file's folder); a keypoint outside its image is set to ``v = 0`` with a line in
+``table.problems``; the same image twice for one individual is an error.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from posefeed.datasets.checks import clear_outside
+from posefeed.datasets.dlc.files import read_dlc_file
+from posefeed.datasets.dlc.instances import ProjectLayout, file_instances
+from posefeed.datasets.errors import AnnotationError
+from posefeed.datasets.flip import resolve_flip_pairs
+from posefeed.datasets.images import read_image_sizes
+from posefeed.datasets.table import PoseTable, bbox_from_keypoints
+
+
+def read_config(path: str | Path) -> dict:
+    """A DeepLabCut ``config.yaml`` as a dict."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise AnnotationError(f"cannot read config: {e}", file=path) from e
+    if not isinstance(cfg, dict):
+        raise AnnotationError("config.yaml is not a mapping", file=path)
+    return cfg
+
+
+def _names(value: object) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return []
+
+
+def project_layout(cfg: dict, path: Path) -> ProjectLayout:
+    """The bodyparts and individuals a ``config.yaml`` (read from ``path``) declares."""
+    if bool(cfg.get("multianimalproject")):
+        return ProjectLayout(path, True, _names(cfg.get("multianimalbodyparts")),
+                             _names(cfg.get("individuals")), _names(cfg.get("uniquebodyparts")))
+    return ProjectLayout(path, False, _names(cfg.get("bodyparts")))
+
+
+def _fix_image_paths(images: list[str], path: Path, root: Path) -> list[str]:
+    """Bare file names are taken relative to the annotation file's folder."""
+    try:
+        folder = path.parent.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        folder = None
+    out = []
+    for im in images:
+        if "/" not in im and folder not in (None, "."):
+            im = f"{folder}/{im}"
+        out.append(im)
+    return out
+
+
+def _project_files(project: Path) -> list[Path]:
+    files = []
+    for folder in sorted(p for p in (project / "labeled-data").glob("*") if p.is_dir()):
+        h5 = sorted(folder.glob("CollectedData_*.h5"))
+        files += h5 if h5 else sorted(folder.glob("CollectedData_*.csv"))
+    return files
+
+
+def _skeleton(cfg: dict, cfg_path: Path | None, bodyparts: list[str]) -> list[tuple[int, int]]:
+    """The config's ``skeleton`` (pairs of bodypart names) as index pairs into ``bodyparts``."""
+    skeleton = []
+    for pair in cfg.get("skeleton") or []:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise AnnotationError(f"skeleton entry {pair!r} is not a pair", file=cfg_path,
+                                  field="skeleton")
+        a, b = map(str, pair)
+        if a not in bodyparts or b not in bodyparts:
+            raise AnnotationError(f"skeleton pair {pair!r} names an unknown bodypart",
+                                  file=cfg_path, field="skeleton")
+        skeleton.append((bodyparts.index(a), bodyparts.index(b)))
+    return skeleton
+
+
+def load_dlc(path: str | Path, *, flip_pairs: Iterable[tuple[int | str, int | str]] | None = None,
+             root: str | Path | None = None, key: str | None = None,
+             margin: float = 20.0) -> PoseTable:
+    """Load a DeepLabCut project folder (``config.yaml`` + every
+    ``labeled-data/*/CollectedData_*.h5``, else ``.csv``) or one ``.h5`` / ``.csv`` file.
+
+    Args:
+        path: project folder or annotation file.
+        flip_pairs: ``(left, right)`` pairs (indices or names); inferred from names if None.
+        root: folder the image paths are relative to; default: the project folder (for a
+            file inside ``<project>/labeled-data/<video>/``) or the file's folder.
+        key: HDF5 key; default ``df_with_missing`` (or ``keypoints``, or the only table).
+        margin: pixels added around the labelled keypoints for the instance boxes.
+    """
+    path = Path(path)
+    if path.is_dir():
+        project = path
+        cfg_path = project / "config.yaml"
+        if not cfg_path.is_file():
+            raise AnnotationError("not a DeepLabCut project: no config.yaml", file=project)
+        files = _project_files(project)
+        if not files:
+            raise AnnotationError("empty dataset: no labeled-data/*/CollectedData_*.h5 or .csv",
+                                  file=project)
+        base = Path(root) if root is not None else project
+    elif path.is_file():
+        files = [path]
+        in_project = path.parent.parent.name == "labeled-data"
+        project = path.parent.parent.parent if in_project else path.parent
+        cfg_path = project / "config.yaml" if (project / "config.yaml").is_file() else None
+        base = Path(root) if root is not None else project
+    else:
+        raise AnnotationError("path not found", file=path)
+    cfg = read_config(cfg_path) if cfg_path is not None else None
+    layout = project_layout(cfg, cfg_path) if cfg is not None and cfg_path is not None else None
+
+    images: list[str] = []
+    individuals: list[str] = []
+    sources: list[Path] = []
+    kps, sizes = [], []
+    bodyparts: list[str] | None = None
+    unique: list[str] = []
+    for f in files:
+        df = read_dlc_file(f, key=key)
+        found = file_instances(df, f, layout)
+        ims, inds, kp, bps = found.images, found.individuals, found.keypoints, found.bodyparts
+        if bodyparts is None:
+            bodyparts, unique = bps, found.unique_bodyparts
+        elif set(bps) != set(bodyparts):
+            raise AnnotationError(f"bodyparts {bps} differ from {bodyparts} in {files[0]}",
+                                  file=f, field="bodyparts")
+        else:
+            kp = kp[:, [bps.index(b) for b in bodyparts]]
+        ims = _fix_image_paths(ims, f, base)
+        size_of = read_image_sizes(base, ims, source=f)
+        images += ims
+        individuals += inds
+        sources += [f] * len(ims)
+        kps.append(kp)
+        sizes += [size_of[im] for im in ims]
+    assert bodyparts is not None
+    if not images:
+        raise AnnotationError("empty dataset: no labelled instances", file=path)
+    kp_all = np.concatenate(kps, axis=0)
+    size_arr = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
+    pairs = pd.Series(list(zip(images, individuals)))
+    if pairs.duplicated().any():
+        im, ind = pairs[pairs.duplicated()].iloc[0]
+        raise AnnotationError(f"image appears twice for individual {ind!r}", file=path,
+                              row=im, field="index")
+    problems: list[str] = []
+    kp_clean = np.empty_like(kp_all)
+    source_codes, source_list = pd.factorize(pd.Series([str(s) for s in sources]))
+    for code, src in enumerate(source_list):
+        sel = np.flatnonzero(source_codes == code)
+        kp_clean[sel], probs = clear_outside(kp_all[sel], size_arr[sel],
+                                             [images[i] for i in sel],
+                                             [individuals[i] for i in sel], bodyparts, src)
+        problems += probs
+    skeleton = _skeleton(cfg, cfg_path, bodyparts) if cfg is not None else []
+    return PoseTable.from_arrays(
+        images, kp_clean, bodyparts, size_arr, individuals=individuals,
+        bboxes=bbox_from_keypoints(kp_clean, size_arr, margin=margin),
+        flip_pairs=resolve_flip_pairs(bodyparts, flip_pairs), skeleton=skeleton, root=base,
+        problems=problems, unique_bodyparts=unique)

@@ -2,7 +2,8 @@
 from posefeed.targets.base import BufferedEncoder, Codec
 from posefeed.targets.dlc_heatmap import DLCHeatmap
 from posefeed.targets.gaussian_heatmap import GaussianHeatmap
+from posefeed.targets.paf import PartAffinityField
 from posefeed.targets.simcc import SimCC
 from posefeed.targets.udp_heatmap import UDPHeatmap
 
-__all__ = ["BufferedEncoder", "Codec", "DLCHeatmap", "GaussianHeatmap", "SimCC", "UDPHeatmap"]
+__all__ = ["BufferedEncoder", "Codec", "DLCHeatmap", "GaussianHeatmap", "PartAffinityField", "SimCC", "UDPHeatmap"]

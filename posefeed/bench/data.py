@@ -27,11 +27,12 @@ def prepare_dataset(path: str | Path, out: str | Path | None = None, **synthetic
     return str(p)
 
 
-def load_table(path: str | Path) -> Any:
-    """A `PoseTable` from a dataset path (COCO json, DLC project / .h5 / .csv)."""
+def load_table(path: str | Path, category: str | int | None = None) -> Any:
+    """A `PoseTable` from a dataset path (COCO json, DLC project / .h5 / .csv); ``category``:
+    the COCO keypoint category when the file has several."""
     from posefeed.datasets import load_dataset
 
-    return load_dataset(str(path))
+    return load_dataset(str(path), category=category)
 
 
 def tile_table(table: Any, min_rows: int) -> Any:

@@ -51,7 +51,7 @@ def _gpu(spec: dict[str, Any]) -> bool:
 def _table(spec: dict[str, Any]) -> Any:
     from posefeed.bench.data import load_table, tile_table
 
-    table = load_table(spec["data"])
+    table = load_table(spec["data"], spec.get("category"))
     limit = spec.get("limit")
     if limit and len(table) > int(limit):
         table = table.subset(np.arange(int(limit)))
@@ -137,7 +137,8 @@ def posefeed_loader(spec: dict[str, Any], table: Any, *, cache: str | None = Non
     return PoseLoader(table, codecs, mode="topdown", input_size=input_size,
                       batch_size=int(spec["batch_size"]), schedule=schedule,
                       device="gpu" if _gpu(spec) else "cpu", seed=int(spec.get("seed", 0)),
-                      shuffle=True, drop_last=True, num_threads=int(spec["threads"]), cache=cache)
+                      shuffle=True, drop_last=True, num_threads=int(spec["threads"]), cache=cache,
+                      on_bad_image=str(spec.get("on_bad_image", "raise")))
 
 
 def _posefeed_run(spec: dict[str, Any], started: float, **kw: Any) -> dict[str, Any]:

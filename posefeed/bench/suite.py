@@ -49,6 +49,8 @@ class BenchConfig:
     pin: bool = True
     min_rows: int | None = None
     limit: int | None = None
+    on_bad_image: str = "raise"         # posefeed loaders: "raise" | "skip"
+    category: str | None = None         # COCO keypoint category (name or id)
 
     def spec(self, data_path: str) -> dict[str, Any]:
         return {"data": data_path, "device": self.device, "batch_size": self.batch_size,
@@ -56,7 +58,8 @@ class BenchConfig:
                 "warmup": self.warmup, "codecs": list(self.codecs),
                 "input_size": list(self.input_size), "seed": self.seed, "model": self.model,
                 "start_method": self.start_method, "pin": self.pin, "min_rows": self.min_rows,
-                "limit": self.limit}
+                "limit": self.limit, "on_bad_image": self.on_bad_image,
+                "category": self.category}
 
 
 def plan(cfg: BenchConfig) -> list[str]:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+from posefeed.cli.errors import PosefeedGroup
+
+app = typer.Typer(cls=PosefeedGroup, add_completion=False, no_args_is_help=True,
                   help="posefeed: a GPU data layer for keypoint (pose-estimation) training.")
 
 

@@ -53,9 +53,12 @@ def inspect_command(
                               "unreadable, truncated, zero-byte or wrongly sized ones."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where 'synthetic' is generated "
                                        "(default: the posefeed cache folder)."),
-    threads: int = typer.Option(4, "--threads", help="Threads for --deep."),
+    threads: int = typer.Option(4, "--threads", min=1, help="Threads for --deep."),
+    category: Optional[str] = typer.Option(None, "--category", help="COCO keypoint category "
+                                           "(name or id) when the file has several."),
 ) -> None:
-    """Summarise a dataset and list its problems (exit code 1 on invalid data).
+    """Summarise a dataset and list its problems (exit code 1 on invalid data, 2 on bad
+    arguments).
 
     Prints frames, instances, bodyparts, the labelled fraction per bodypart, image sizes,
     flip pairs and problems found.
@@ -68,7 +71,7 @@ def inspect_command(
 
     err = Console(stderr=True)
     try:
-        table = resolve_dataset(path, out=out)
+        table = resolve_dataset(path, out=out, category=category)
     except AnnotationError as e:
         if as_json:
             typer.echo(json.dumps({"error": str(e), "file": e.file, "row": None if e.row is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -75,15 +76,24 @@ def show_command(
     seed: int = typer.Option(0, "--seed"),
     epoch: int = typer.Option(0, "--epoch", help="Epoch whose order and parameters to show."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or gpu."),
+    on_bad_image: str = typer.Option("raise", "--on-bad-image", help="raise: stop at an "
+                                     "unreadable image, naming it | skip: draw others instead"),
+    category: Optional[str] = typer.Option(None, "--category", help="COCO keypoint category "
+                                           "(name or id) when the file has several."),
 ) -> None:
     """Draw a grid of augmented samples with keypoints, skeleton and the summed heatmap target."""
+    from posefeed.cli.errors import choice  # noqa: PLC0415
     from posefeed.datasets import resolve_dataset  # noqa: PLC0415
     from posefeed.pipelines import AugmentConfig, PoseLoader  # noqa: PLC0415
     from posefeed.targets.gaussian_heatmap import GaussianHeatmap  # noqa: PLC0415
 
-    if mode not in ("topdown", "frame"):
-        raise typer.BadParameter("--mode must be topdown or frame")
-    table = resolve_dataset(path)
+    choice("--mode", mode, ("topdown", "frame"))
+    choice("--device", device, ("auto", "cpu", "gpu"))
+    choice("--on-bad-image", on_bad_image, ("raise", "skip"))
+    if width < 0 or height < 0:
+        raise typer.BadParameter(f"--width and --height must be >= 0 (0: default); got "
+                                 f"{width}x{height}")
+    table = resolve_dataset(path, category=category)
     size = (width or (192 if mode == "topdown" else 256), height or 256)
     if stage == 0:
         cfg = AugmentConfig.none()
@@ -95,7 +105,7 @@ def show_command(
     heatmap = GaussianHeatmap(input_size=size, heatmap_size=(size[0] // 4, size[1] // 4))
     loader = PoseLoader(table, [heatmap], mode=mode, input_size=size, batch_size=n,
                         schedule=cfg, device=device, seed=seed, drop_last=False,
-                        image_dtype="uint8")
+                        image_dtype="uint8", on_bad_image=on_bad_image)
     loader.set_epoch(epoch)
     batch = next(iter(loader))
     # upsample the heatmap to input pixels for the overlay

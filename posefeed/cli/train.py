@@ -3,6 +3,7 @@ metrics.json, DeepLabCut-format predictions and plots."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -17,6 +18,8 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError as e:
         raise typer.BadParameter(f"expected WxH, e.g. 320x240; got {text!r}") from e
+    if w < 1 or h < 1:
+        raise typer.BadParameter(f"width and height must be >= 1; got {text!r}")
     return w, h
 
 
@@ -76,27 +79,45 @@ def train(
     train_fraction: float = typer.Option(0.95, help="fraction of images for training"),
     seed: int = typer.Option(0, help="split, order and init seed"),
     heatmap_loss: str = typer.Option("bce", help="bce (DeepLabCut) | mse (MMPose)"),
+    accumulate: int = typer.Option(1, "--accumulate", min=1, help="batches per optimizer "
+                                   "step (a larger effective batch in the same memory)"),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast on CUDA (--no-amp: "
+                             "float32 everywhere, e.g. after NaN losses)"),
+    grad_clip: float = typer.Option(35.0, "--grad-clip", min=0.0, help="max gradient norm "
+                                    "(0: no clipping)"),
+    guard: str = typer.Option("skip", "--guard", help="on a NaN loss or a loss spike: skip "
+                              "(drop the step) | lower_lr | rollback (reload the last "
+                              "checkpoint, lower the lr) | none"),
+    warmup_iters: Optional[int] = typer.Option(None, "--warmup-iters", min=0,
+                                               help="lr warm-up in optimizer steps (default: "
+                                               "the recipe's 1000, at most a tenth of the run)"),
+    on_bad_image: str = typer.Option("raise", "--on-bad-image", help="raise: stop at an "
+                                     "unreadable image, naming it | skip: leave it out and "
+                                     "go on (each one logged)"),
+    category: Optional[str] = typer.Option(None, "--category", help="COCO keypoint category "
+                                           "(name or id) when the file has several"),
 ) -> None:
     """Train a small built-in model on PATH and evaluate it on a held-out split."""
     from rich.console import Console  # noqa: PLC0415
 
-    from posefeed.trainers.recipe import RunConfig  # noqa: PLC0415
+    from posefeed.cli.errors import choice  # noqa: PLC0415
+    from posefeed.trainers.recipe import GUARD_ACTIONS, RunConfig  # noqa: PLC0415
 
-    if codec not in ("simcc", "heatmap", "dlc"):
-        raise typer.BadParameter(f"--codec must be simcc, heatmap or dlc; got {codec!r}")
-    if device not in ("auto", "cpu", "gpu"):
-        raise typer.BadParameter(f"--device must be auto, cpu or gpu; got {device!r}")
+    choice("--codec", codec, ("simcc", "heatmap", "dlc"))
+    choice("--device", device, ("auto", "cpu", "gpu"))
+    choice("--mode", mode, ("auto", "frame", "topdown"))
+    choice("--heatmap-loss", heatmap_loss, ("bce", "mse"))
+    choice("--guard", guard, GUARD_ACTIONS)
+    choice("--on-bad-image", on_bad_image, ("raise", "skip"))
     rc = RunConfig(data=path, out=out, codec=codec, epochs=epochs, batch_size=batch_size,
                    input_size=parse_size(input_size), mode=mode, device=device,
                    train_fraction=train_fraction, seed=seed, resume=resume,
                    checkpoint_steps=checkpoint_steps,
-                   eval_every=eval_every, lr=lr, heatmap_loss=heatmap_loss)
+                   eval_every=eval_every, lr=lr, heatmap_loss=heatmap_loss,
+                   accumulate=accumulate, amp=amp, grad_clip=grad_clip or None, guard=guard,
+                   warmup_iters=warmup_iters, on_bad_image=on_bad_image, category=category)
     console = Console()
-    try:
-        result = train_with_progress(rc, console)
-    except (ValueError, FileNotFoundError) as e:   # AnnotationError is a ValueError
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+    result = train_with_progress(rc, console)   # errors: posefeed.cli.errors (exit code 2)
     print_result(console, result, Path(out))
 
 

@@ -32,21 +32,52 @@ def _num(value: object, *, file: Path, row: object, field: str) -> float:
     return float(value)
 
 
-def _category(data: dict, path: Path, category_id: int | None) -> dict:
+def _category(data: dict, path: Path, category: str | int | None) -> dict:
+    """The keypoint category to load. ``category`` (a name or an id) picks one; else the
+    only keypoint category; else, of several, the only one that has annotations. Several
+    with annotations (or none) is refused, naming them and how to choose."""
     cats = [c for c in data.get("categories") or [] if isinstance(c, dict) and c.get("keypoints")]
-    if category_id is not None:
-        cats = [c for c in cats if c.get("id") == category_id]
     if not cats:
         raise AnnotationError("no category with keypoints", file=path, field="categories")
-    return cats[0]
+    counts: dict[object, int] = {}
+    for ann in data.get("annotations") or []:
+        if isinstance(ann, dict):
+            counts[ann.get("category_id")] = counts.get(ann.get("category_id"), 0) + 1
+
+    def listing(cs: list[dict]) -> str:
+        return ", ".join(f"{c.get('name')!r} (id {c.get('id')!r}, "
+                         f"{counts.get(c.get('id'), 0)} annotations)" for c in cs)
+
+    how = ("choose one with load_coco(..., category=NAME or ID), or --category NAME|ID on "
+           "the posefeed command line")
+    if category is not None:
+        chosen = [c for c in cats if c.get("id") == category or str(c.get("name")) == str(category)
+                  or (isinstance(category, str) and category.isdigit()
+                      and c.get("id") == int(category))]
+        if not chosen:
+            raise AnnotationError(f"no keypoint category {category!r}; the file has "
+                                  f"{listing(cats)}", file=path, field="categories")
+        return chosen[0]
+    if len(cats) == 1:
+        return cats[0]
+    used = [c for c in cats if counts.get(c.get("id"), 0) > 0]
+    if len(used) == 1:
+        return used[0]
+    what = "several keypoint categories have annotations" if used else \
+        "several keypoint categories and none has annotations"
+    raise AnnotationError(f"{what}: {listing(used or cats)}; {how}", file=path,
+                          field="categories")
 
 
 def load_coco(json_path: str | Path, image_root: str | Path | None = None, *,
               flip_pairs: Iterable[tuple[int | str, int | str]] | None = None,
+              category: str | int | None = None,
               category_id: int | None = None) -> PoseTable:
     """Load a COCO keypoints JSON. ``image_root`` defaults to the JSON's folder; image sizes
     come from the image file headers (a size that differs from the JSON's is a problem
-    line). ``flip_pairs``: ``(left, right)`` indices or names; inferred from names if None."""
+    line). ``flip_pairs``: ``(left, right)`` indices or names; inferred from names if None.
+    ``category`` (name or id; ``category_id`` is the older spelling): which keypoint category
+    to load when the file has several (default: the only one with annotations)."""
     path = Path(json_path)
     try:
         with open(path, encoding="utf-8") as f:
@@ -58,7 +89,7 @@ def load_coco(json_path: str | Path, image_root: str | Path | None = None, *,
     if not isinstance(data, dict):
         raise AnnotationError("top level is not an object", file=path)
     root = Path(image_root) if image_root is not None else path.parent
-    cat = _category(data, path, category_id)
+    cat = _category(data, path, category if category is not None else category_id)
     names = [str(n) for n in cat["keypoints"]]
     k = len(names)
     skeleton = []

@@ -50,13 +50,17 @@ def dataset_path(path: str | Path, *, out: str | Path | None = None,
 
 
 def load_dataset(path: str | Path, *, flip_pairs: Iterable[tuple[int | str, int | str]] | None = None,
-                 **kwargs: object) -> PoseTable:
+                 category: str | int | None = None, **kwargs: object) -> PoseTable:
     """Load a DeepLabCut project folder, a CollectedData ``.h5`` / ``.csv``, a COCO ``.json``
     or ``"synthetic"`` (see `dataset_path`; ``kwargs`` go to it there, else to the
-    loader)."""
+    loader). ``category``: the COCO keypoint category (name or id) when a file has several;
+    an error for DeepLabCut data, which has none."""
     if str(path) == SYNTHETIC:
-        return load_coco(dataset_path(path, **kwargs), flip_pairs=flip_pairs)
+        return load_coco(dataset_path(path, **kwargs), flip_pairs=flip_pairs, category=category)
     p = Path(path)
+    if category is not None and not (p.is_file() and p.suffix.lower() == ".json"):
+        raise AnnotationError(f"category {category!r} given, but only COCO .json files have "
+                              "categories", file=p, field="category")
     if p.is_dir():
         if (p / "config.yaml").is_file():
             return load_dlc(p, flip_pairs=flip_pairs, **kwargs)  # type: ignore[arg-type]
@@ -67,14 +71,17 @@ def load_dataset(path: str | Path, *, flip_pairs: Iterable[tuple[int | str, int 
     if suffix in (".h5", ".hdf5", ".hdf", ".csv"):
         return load_dlc(p, flip_pairs=flip_pairs, **kwargs)  # type: ignore[arg-type]
     if suffix == ".json":
-        return load_coco(p, flip_pairs=flip_pairs, **kwargs)  # type: ignore[arg-type]
+        return load_coco(p, flip_pairs=flip_pairs, category=category,
+                         **kwargs)  # type: ignore[arg-type]
     raise AnnotationError(f"unknown dataset type {suffix!r} (expected a DeepLabCut project "
                           "folder, .h5, .csv or a COCO .json)", file=p)
 
 
 def resolve_dataset(path: str | Path, *, out: str | Path | None = None,
                     flip_pairs: Iterable[tuple[int | str, int | str]] | None = None,
+                    category: str | int | None = None,
                     **synthetic_kwargs: object) -> PoseTable:
     """The `PoseTable` for a command's PATH argument: a dataset path, or ``"synthetic"``
     (generated once into ``out`` or the cache, see `dataset_path`)."""
-    return load_dataset(dataset_path(path, out=out, **synthetic_kwargs), flip_pairs=flip_pairs)
+    return load_dataset(dataset_path(path, out=out, **synthetic_kwargs), flip_pairs=flip_pairs,
+                        category=category)

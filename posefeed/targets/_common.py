@@ -14,13 +14,28 @@ Array = Any  # numpy.ndarray or cupy.ndarray
 
 
 # ----------------------------------------------------------------------------- encode side
+#: the visibility values a codec accepts: DLC's -1 (ignore), 0 (missing), 1 (labelled,
+#: occluded), 2 (visible); NaN (a DLC missing value) is accepted too and counts as 0
+VISIBILITY_VALUES = (-1.0, 0.0, 1.0, 2.0)
+
+
 def as_keypoints(keypoints: Array) -> tuple[ModuleType, Array]:
     """Validate ``keypoints (B, N, K, 3)`` -> ``(xp, float32 array)``; ``N = 0`` becomes one
-    all-missing instance (which draws nothing)."""
+    all-missing instance (which draws nothing). A ``v`` outside `VISIBILITY_VALUES` (and not
+    NaN) raises ``ValueError`` naming the first such entry."""
     xp = array_module(keypoints)
     kp = xp.asarray(keypoints, dtype=xp.float32)
     if kp.ndim != 4 or kp.shape[-1] != 3:
         raise ValueError(f"keypoints must be (B, N, K, 3) (x, y, v); got shape {tuple(kp.shape)}")
+    v = kp[..., 2]
+    ok = xp.isnan(v)
+    for value in VISIBILITY_VALUES:
+        ok |= v == xp.float32(value)
+    if not bool(ok.all()):
+        where = tuple(int(i) for i in xp.argwhere(~ok)[0])
+        raise ValueError(f"keypoints[{where[0]}, {where[1]}, {where[2]}] has visibility "
+                         f"v = {float(v[where]):g}; v must be -1 (ignore), 0 (missing), "
+                         "1 (labelled, occluded) or 2 (visible)")
     if kp.shape[1] == 0:
         kp = xp.zeros((kp.shape[0], 1, kp.shape[2], 3), dtype=xp.float32)
     return xp, kp

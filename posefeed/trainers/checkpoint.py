@@ -3,12 +3,24 @@
 either the previous complete file or the new complete file, never a torn one."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+
+log = logging.getLogger("posefeed.trainers")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, or saved by a different run (``file``
+    names it)."""
+
+    def __init__(self, message: str, file: str | Path | None = None) -> None:
+        super().__init__(message)
+        self.file = None if file is None else str(file)
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
@@ -97,14 +109,32 @@ class CheckpointManager:
             return True
         return metric > self.best if self.higher_is_better else metric < self.best
 
-    def load_last(self, map_location: Any = "cpu") -> dict[str, Any] | None:
-        """The newest loadable checkpoint (``last.pt``, else the newest epoch file), or None."""
+    def load_last(self, map_location: Any = "cpu",
+                  warn: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+        """The newest loadable checkpoint (``last.pt``, else the newest epoch file), or None.
+        Each newer file that exists but cannot be loaded is reported through ``warn`` (and
+        the ``posefeed.trainers`` log), naming it, the error and the older file used instead;
+        when none of the existing files loads, `CheckpointError` lists them."""
+        unreadable: list[str] = []
         for p in [self.last, *reversed(self.epochs())]:
-            if p.exists():
-                try:
-                    state = load_checkpoint(p, map_location)
-                except Exception:  # noqa: BLE001 - try the next older one
-                    continue
-                self.best = state.get("best_metric", self.best)
-                return state
+            if not p.exists():
+                continue
+            try:
+                state = load_checkpoint(p, map_location)
+                if not isinstance(state, dict) or "model" not in state:
+                    raise ValueError("not a posefeed training checkpoint (no 'model' entry)")
+            except Exception as e:  # noqa: BLE001 - try the next older one, and say so
+                unreadable.append(f"{p}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                continue
+            for line in unreadable:
+                msg = f"checkpoint {line}; resuming from the older {p.name} instead"
+                log.warning(msg)
+                if warn is not None:
+                    warn(msg)
+            self.best = state.get("best_metric", self.best)
+            return state
+        if unreadable:
+            raise CheckpointError("no checkpoint in " + str(self.folder) + " can be loaded:\n"
+                                  + "\n".join(f"  - {u}" for u in unreadable)
+                                  + "\nremove them to start fresh", file=self.last)
         return None

@@ -18,7 +18,7 @@ import torch
 from posefeed.trainers.losses import LossConfig, PoseLoss
 from posefeed.trainers.models import ModelConfig, build_model, count_parameters
 from posefeed.trainers.predict import evaluate, mean_pose_rmse, write_dlc_predictions
-from posefeed.trainers.trainer import Trainer, TrainConfig, resolve_device
+from posefeed.trainers.trainer import GuardConfig, Trainer, TrainConfig, resolve_device
 
 
 @dataclass
@@ -43,15 +43,49 @@ class RunConfig:
     lr: float | None = None             # None: the recipe's 4e-3
     heatmap_loss: str = "bce"           # "bce" (DeepLabCut) or "mse" (MMPose)
     scale_schedule: bool = True         # TrainConfig.scaled_for(total steps)
+    accumulate: int = 1                 # batches per optimizer step
+    amp: bool = True                    # bf16 autocast on CUDA
+    grad_clip: float | None = 35.0      # max gradient norm (None or 0: no clipping)
+    guard: str = "skip"                 # bad-step action: skip | lower_lr | rollback | none
+    warmup_iters: int | None = None     # None: the recipe's, scaled to the run
+    on_bad_image: str = "raise"         # "raise" | "skip" (loaders and load_dataset)
+    category: str | int | None = None   # COCO keypoint category (name or id)
     model: ModelConfig = field(default_factory=ModelConfig)
     max_frame_side: int = 320
 
 
-def load_table(path: str | Path) -> Any:
+def load_table(path: str | Path, category: str | int | None = None) -> Any:
     """Any dataset posefeed reads (DLC project / .h5 / .csv, COCO .json)."""
     from posefeed.datasets.resolve import load_dataset  # noqa: PLC0415
 
-    return load_dataset(path)
+    return load_dataset(path, category=category)
+
+
+GUARD_ACTIONS = ("skip", "lower_lr", "rollback", "none")
+
+
+def check_run_config(rc: RunConfig) -> None:
+    """Refuse impossible settings before any work, naming the setting (`ValueError`)."""
+    checks = [
+        (rc.codec in ("heatmap", "dlc", "simcc"), "codec", "heatmap, dlc or simcc"),
+        (rc.mode in ("auto", "frame", "topdown"), "mode", "auto, frame or topdown"),
+        (rc.heatmap_loss in ("bce", "mse"), "heatmap_loss", "bce or mse"),
+        (rc.guard in GUARD_ACTIONS, "guard", " | ".join(GUARD_ACTIONS)),
+        (rc.on_bad_image in ("raise", "skip"), "on_bad_image", "raise or skip"),
+        (int(rc.epochs) >= 1, "epochs", ">= 1"),
+        (int(rc.batch_size) >= 1, "batch_size", ">= 1"),
+        (int(rc.accumulate) >= 1, "accumulate", ">= 1"),
+        (rc.grad_clip is None or rc.grad_clip >= 0, "grad_clip", ">= 0 (0: no clipping)"),
+        (rc.warmup_iters is None or int(rc.warmup_iters) >= 0, "warmup_iters", ">= 0"),
+        (int(rc.eval_every) >= 1, "eval_every", ">= 1"),
+        (0.0 < rc.train_fraction < 1.0, "train_fraction", "between 0 and 1 (exclusive)"),
+        (rc.lr is None or rc.lr > 0, "lr", "> 0"),
+        (rc.input_size is None or min(rc.input_size) >= 1, "input_size", "positive WxH"),
+    ]
+    bad = [f"{name} must be {rule}, got {getattr(rc, name)!r}" for ok, name, rule in checks
+           if not ok]
+    if bad:
+        raise ValueError("; ".join(bad))
 
 
 def choose_mode(table: Any, mode: str) -> str:
@@ -95,7 +129,8 @@ def build_loaders(rc: RunConfig, train: Any, test: Any, codec: Any, mode: str,
 
     # a CUDA model gets a GPU pipeline when CuPy is there for the targets, else a CPU one
     dev = "auto" if resolve_device(rc.device).type == "cuda" else "cpu"
-    common = dict(mode=mode, input_size=input_size, device=dev, seed=rc.seed)
+    common = dict(mode=mode, input_size=input_size, device=dev, seed=rc.seed,
+                  on_bad_image=rc.on_bad_image)
     try:
         tr = PoseLoader(train, codec, batch_size=rc.batch_size, cache="host", **common)
     except CacheTooLarge:
@@ -113,7 +148,8 @@ def run(rc: RunConfig, on_step: Callable[[dict[str, Any]], None] | None = None,
     out = Path(rc.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(rc.seed)
-    table = load_table(rc.data) if table is None else table
+    check_run_config(rc)
+    table = load_table(rc.data, rc.category) if table is None else table
     train, test = table.split(rc.train_fraction, rc.seed)
     if len(test) == 0 or len(train) == 0:
         raise ValueError(f"split {rc.train_fraction} of {len(table.images)} images leaves "
@@ -129,19 +165,25 @@ def run(rc: RunConfig, on_step: Callable[[dict[str, Any]], None] | None = None,
         if iters == 0:
             raise ValueError(f"batch size {rc.batch_size} is larger than the training set")
         cfg = TrainConfig(epochs=rc.epochs, eval_every=rc.eval_every, device=rc.device,
-                          seed=rc.seed, checkpoint_every_steps=max(0, int(rc.checkpoint_steps)))
+                          seed=rc.seed, checkpoint_every_steps=max(0, int(rc.checkpoint_steps)),
+                          accumulate=rc.accumulate, amp=rc.amp, grad_clip=rc.grad_clip or None,
+                          guard=GuardConfig(action=rc.guard))
         if rc.lr is not None:
             cfg = dataclasses.replace(cfg, lr=rc.lr)
         if rc.scale_schedule:
             cfg = cfg.scaled_for(rc.epochs * math.ceil(iters / cfg.accumulate))
+        if rc.warmup_iters is not None:   # the user's value, not scaled
+            cfg = dataclasses.replace(cfg, warmup_iters=rc.warmup_iters)
         logits = rc.codec in ("heatmap", "dlc") and rc.heatmap_loss == "bce"
         loss_fn = PoseLoss(LossConfig(heatmap=rc.heatmap_loss))
 
         def val_fn(m: torch.nn.Module) -> dict[str, float]:
             return evaluate(m, eval_loader, codec, test, rc.pcutoff, heatmap_logits=logits)[0]
 
+        run_info = {"codec": rc.codec, "mode": mode, "input_size": list(input_size),
+                    "bodyparts": list(table.bodyparts), "heatmap_loss": rc.heatmap_loss}
         trainer = Trainer(model, train_loader, cfg, loss_fn=loss_fn, val_fn=val_fn, out_dir=out,
-                          on_step=on_step, log=log)
+                          on_step=on_step, log=log, run_info=run_info)
         log(f"{len(train)} train / {len(test)} test instances, {mode} mode, input {input_size}, "
             f"codec {rc.codec}, {count_parameters(model) / 1e6:.2f} M parameters, "
             f"device {trainer.device}, {iters} batches/epoch")

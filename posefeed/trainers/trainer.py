@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from posefeed.trainers.checkpoint import CheckpointManager, load_checkpoint
+from posefeed.trainers.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
 from posefeed.trainers.losses import PoseLoss
 from posefeed.trainers.schedule import ExpMomentumEMA, WarmupFlatCosine, build_optimizer
 
@@ -94,6 +94,13 @@ class TrainConfig:
             ema_gamma=min(self.ema_gamma, max(t / 20, 1.0)))
 
 
+def _plain(value: Any) -> Any:
+    """Tuples as lists, so facts compare equal after a checkpoint round trip."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """"auto" -> CUDA when available, else CPU; "gpu" -> "cuda"."""
     if device == "auto":
@@ -148,6 +155,9 @@ class Trainer:
         on_step: called after every batch with a dict (epoch, step, loss, lr, samples_per_s).
         log: called with one line for each notable event (evaluations, guard actions).
         iters_per_epoch: batches per epoch when the loader has no ``len``.
+        run_info: facts that make a checkpoint belong to this run (e.g. codec, mode, input
+            size, keypoints); saved with every checkpoint, and `resume` refuses a checkpoint
+            whose facts differ, naming each difference.
     """
 
     def __init__(self, model: nn.Module, train_loader: Iterable[dict[str, Any]],
@@ -155,8 +165,10 @@ class Trainer:
                  val_fn: Callable[[nn.Module], dict[str, float]] | None = None,
                  out_dir: str | Path | None = None,
                  on_step: Callable[[dict[str, Any]], None] | None = None,
-                 log: Callable[[str], None] = print, iters_per_epoch: int | None = None) -> None:
+                 log: Callable[[str], None] = print, iters_per_epoch: int | None = None,
+                 run_info: dict[str, Any] | None = None) -> None:
         self.config = c = config or TrainConfig()
+        self.run_info = dict(run_info or {})
         self.device = resolve_device(c.device)
         self.model = model.to(self.device)
         self.loader = train_loader
@@ -194,7 +206,8 @@ class Trainer:
             "epoch": self.epoch, "global_step": self.global_step, "history": self.history,
             "step_losses": self.step_losses, "events": self.events,
             "guard": list(self.guard.history), "config": dataclasses.asdict(self.config),
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": torch.get_rng_state(), "run_info": self.run_info,
+            "steps_per_epoch": self.steps_per_epoch,
         }
         if hasattr(self.loader, "state_dict"):
             state["loader"] = self.loader.state_dict()
@@ -205,13 +218,22 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any], training_state: bool = True) -> None:
         """Restore a checkpoint; ``training_state=False`` restores only model, optimizer,
         scheduler and EMA (used by rollback)."""
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:   # torch lists every missing / unexpected / resized tensor
+            lines = str(e).splitlines()
+            raise CheckpointError(
+                "the checkpoint's weights do not fit this model (it was saved by a run with "
+                "another codec, backbone, input size or number of keypoints): "
+                + " ".join(line.strip() for line in lines[:3])
+                + (f" ... ({len(lines) - 3} more lines)" if len(lines) > 3 else "")) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         if not training_state:
             return
+        self._match_schedule(state)
         self.epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.history = list(state["history"])
@@ -228,12 +250,57 @@ class Trainer:
         if self.ckpt is not None:
             self.ckpt.best = state.get("best_metric", self.ckpt.best)
 
+    def _match_schedule(self, state: dict[str, Any]) -> None:
+        """A checkpoint saved with another number of optimizer steps per epoch (another batch
+        size or ``accumulate``): at an epoch boundary the lr schedule's position is rescaled
+        to the same fraction of the run (``last_iter * new / old``), so the cosine still ends
+        at ``eta_min`` on the last step; inside an epoch it is refused (the loader could not
+        continue that epoch's order either)."""
+        old = state.get("steps_per_epoch")
+        new = self.steps_per_epoch
+        if old is None or int(old) == new:
+            return
+        if state.get("epoch_progress") is not None:
+            raise CheckpointError(
+                f"cannot resume in the middle of an epoch: the checkpoint has {old} optimizer "
+                f"steps per epoch, this run {new} (another batch size or --accumulate); resume "
+                "with the same batch size, or from the last epoch-end checkpoint")
+        sched = self.scheduler
+        sched.last_iter = round(sched.last_iter * new / int(old))
+        sched._apply()
+        self.log(f"resuming with {new} optimizer steps per epoch instead of {old}: the lr "
+                 f"schedule continues at step {sched.last_iter} of {sched.total_iters}")
+
+    def check_run_info(self, state: dict[str, Any], source: str | Path = "checkpoint") -> None:
+        """Raise `CheckpointError` naming each fact of `run_info` the checkpoint differs in."""
+        saved = state.get("run_info") or {}
+        diffs = [f"{k} {saved[k]!r} (checkpoint) vs {v!r} (this run)"
+                 for k, v in self.run_info.items() if k in saved and _plain(saved[k]) != _plain(v)]
+        if diffs:
+            raise CheckpointError(f"cannot resume from {source}: it was saved by a different run: "
+                                  + "; ".join(diffs) + ". Resume with the same options, or "
+                                  "train into another --out folder.", file=source)
+
     def resume(self, path: str | Path | None = None) -> bool:
-        """Continue from ``path`` or the newest checkpoint in ``out_dir``; False if none."""
-        state = load_checkpoint(path) if path is not None else \
-            (self.ckpt.load_last() if self.ckpt is not None else None)
+        """Continue from ``path`` or the newest checkpoint in ``out_dir``; False if none.
+        A checkpoint of a different run (see ``run_info``) or of another model raises
+        `CheckpointError`; an unreadable newer checkpoint skipped for an older one is
+        logged."""
+        if path is not None:
+            try:
+                state = load_checkpoint(path)
+            except Exception as e:  # noqa: BLE001 - torch / pickle raise many kinds
+                raise CheckpointError(f"cannot load checkpoint {path}: {type(e).__name__}: {e}",
+                                      file=path) from None
+            source: str | Path = path
+        elif self.ckpt is not None:
+            state = self.ckpt.load_last(warn=self.log)
+            source = self.ckpt.folder
+        else:
+            state = None
         if state is None:
             return False
+        self.check_run_info(state, source)
         self.load_state_dict(state)
         where = f", batch {self._progress['iter']}" if self._progress else ""
         self.log(f"resumed at epoch {self.epoch}{where} (step {self.global_step})")

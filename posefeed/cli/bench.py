@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from posefeed.cli import app
+from posefeed.cli.errors import choice
 
 
 def _default_threads() -> int:
@@ -76,8 +77,6 @@ def bench(
     bad = set(codec) - {"simcc", "heatmap"}
     if bad:
         raise typer.BadParameter(f"unknown codec(s) {sorted(bad)}: use simcc and/or heatmap")
-    from posefeed.cli.errors import choice
-
     choice("--on-bad-image", on_bad_image, ("raise", "skip"))
 
     if targets:

@@ -20,7 +20,8 @@ def save_samples(data: Path, out: Path, console) -> None:
         from posefeed.cli.show import show_command  # noqa: PLC0415
 
         show_command(path=str(data), out=out, stage=1, n=12, mode="frame", width=256,
-                     height=192, seed=0, epoch=0, device="cpu")
+                     height=192, seed=0, epoch=0, device="cpu", on_bad_image="raise",
+                     category=None)
     except Exception as e:  # noqa: BLE001 - the demo goes on without the picture
         console.print(f"[yellow]could not draw the sample grid: {e}")
 

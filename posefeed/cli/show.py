@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from posefeed.cli import app
+from posefeed.cli.errors import choice
 
 
 def render_grid(batch: dict, skeleton: list[tuple[int, int]], out: Path, title: str,
@@ -82,7 +83,6 @@ def show_command(
                                            "(name or id) when the file has several."),
 ) -> None:
     """Draw a grid of augmented samples with keypoints, skeleton and the summed heatmap target."""
-    from posefeed.cli.errors import choice  # noqa: PLC0415
     from posefeed.datasets import resolve_dataset  # noqa: PLC0415
     from posefeed.pipelines import AugmentConfig, PoseLoader  # noqa: PLC0415
     from posefeed.targets.gaussian_heatmap import GaussianHeatmap  # noqa: PLC0415

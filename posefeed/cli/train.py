@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from posefeed.cli import app
+from posefeed.cli.errors import choice
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -100,8 +101,8 @@ def train(
     """Train a small built-in model on PATH and evaluate it on a held-out split."""
     from rich.console import Console  # noqa: PLC0415
 
-    from posefeed.cli.errors import choice  # noqa: PLC0415
-    from posefeed.trainers.recipe import GUARD_ACTIONS, RunConfig  # noqa: PLC0415
+    # torch and the trainers load only when the command runs
+    from posefeed.trainers.recipe import GUARD_ACTIONS, RunConfig  # noqa: PLC0415 - heavy
 
     choice("--codec", codec, ("simcc", "heatmap", "dlc"))
     choice("--device", device, ("auto", "cpu", "gpu"))

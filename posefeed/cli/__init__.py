@@ -22,6 +22,7 @@ def _register() -> None:
     from posefeed.cli import show  # noqa: F401
     from posefeed.cli import train  # noqa: F401
     from posefeed.cli import demo  # noqa: F401
+    from posefeed.cli import dlc  # noqa: F401
 
 
 def main() -> None:

@@ -27,11 +27,7 @@ def use_generators_cmd(
     from posefeed.integrations.dlc_config import BACKUP_SUFFIX, use_generators  # noqa: PLC0415
 
     console = Console()
-    try:
-        switches = use_generators(path, undo=undo)
-    except (ValueError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+    switches = use_generators(path, undo=undo)  # bad input: posefeed's one error mechanism
     if not switches:
         console.print(f"{path}: nothing to switch (no {'posefeed' if undo else 'DeepLabCut heatmap'} "
                       "generators found)")

@@ -14,13 +14,10 @@ import os
 import numpy as np
 
 from posefeed.datasets.table import PoseTable
+from posefeed.pipelines.errors import CacheTooLarge  # noqa: F401  (re-exported)
 
 #: keep this fraction of the available memory free for everything else
 HEADROOM = 0.8
-
-
-class CacheTooLarge(MemoryError):
-    """The decoded frames do not fit in the requested memory."""
 
 
 def cache_bytes(table: PoseTable, channels: int = 3) -> int:

@@ -51,9 +51,32 @@ class GraphSpec:
     roi: bool = False
     opencv_decode: bool = False       # CPU opencv backend: decode (PNG) inside the OpenCV stage
 
+    @classmethod
+    def choose(cls, device: str, input_size: tuple[int, int], image_dtype: str = "float32",
+               cache: str | None = None, cpu_backend: str = "opencv",
+               roi_decode: bool | None = None, opencv_png: bool = True,
+               paths: Sequence[str] = ()) -> "GraphSpec":
+        """The one place that decides the graph's shape from the loader's options: the OpenCV
+        stage or DALI ops (``cpu_backend``, CPU only), decoding PNG inside the OpenCV stage
+        (``opencv_png`` with a cache-less, PNG-only dataset: ``paths``), and ROI decode
+        (``roi_decode``, default on for CPU; never with a cache or the OpenCV decode)."""
+        opencv = device == "cpu" and cpu_backend == "opencv"
+        cv_decode = (opencv and cache is None and bool(opencv_png) and len(paths) > 0
+                     and all(str(p).lower().endswith(".png") for p in paths))
+        roi = (device == "cpu") if roi_decode is None else bool(roi_decode)
+        return cls(device=device, input_size=(int(input_size[0]), int(input_size[1])),
+                   image_dtype=image_dtype, frames=cache, cpu_backend=cpu_backend,
+                   roi=roi and cache is None and not cv_decode, opencv_decode=cv_decode)
+
     @property
     def opencv(self) -> bool:
         return self.device == "cpu" and self.cpu_backend == "opencv"
+
+    @property
+    def frame_channels(self) -> int:
+        """Channels of cached frames: RGBA for the CPU OpenCV stage (its 4-channel warp is 2x
+        faster, same RGB values), RGB otherwise."""
+        return 4 if self.opencv else 3
 
     @property
     def crop_ahead(self) -> bool:

@@ -17,8 +17,9 @@ from posefeed.datasets.table import PoseTable
 from posefeed.pipelines import cache as cache_mod
 from posefeed.pipelines.augment import AugmentConfig, Schedule, as_schedule
 from posefeed.pipelines.graph import GraphSpec, build_pipeline, output_names
-from posefeed.pipelines.source import (BadImageError, BatchSource, ImageReader, PipelineError,
-                                       SourceSpec, decode_problem)
+from posefeed.pipelines.errors import BadImageError, PipelineError  # noqa: F401
+from posefeed.pipelines.images import ImageReader, find_undecodable
+from posefeed.pipelines.source import BatchSource, SourceSpec
 from posefeed.targets._backend import cupy_or_none
 from posefeed.targets.base import Codec
 
@@ -126,19 +127,22 @@ class PoseLoader:
         self.cache = cache
         self.image_dtype = image_dtype
         self.cpu_backend = cpu_backend
-        #: channels of cached frames: RGBA for the CPU OpenCV stage (its 4-channel warp is 2x
-        #: faster, same RGB values), RGB otherwise
-        self.cache_channels = 4 if (device == "cpu" and cpu_backend == "opencv") else 3
+        reader = ImageReader(table)
+        #: the graph's shape (OpenCV stage or DALI ops, ROI decode, OpenCV PNG decode),
+        #: decided once here; the source's matrices follow its ``roi``
+        self.graph = GraphSpec.choose(device, self.input_size, image_dtype, cache, cpu_backend,
+                                      roi_decode, opencv_png, reader.paths)
+        self.cache_channels = self.graph.frame_channels
         if cache is not None:
             self.cache_bytes = cache_mod.check_fits(table, cache, self.device_id or 0,
                                                     self.cache_channels)
-        self.roi_decode = (device == "cpu") if roi_decode is None else bool(roi_decode)
-        self.opencv_png = bool(opencv_png)
+        self.roi_decode = self.graph.roi
+        self.opencv_png = self.graph.opencv_decode
         self.spec = SourceSpec(mode=mode, input_size=self.input_size, batch_size=self.batch_size,
                                schedule=self.schedule, seed=int(seed), shuffle=bool(shuffle),
                                drop_last=bool(drop_last), rank=int(rank), world=int(world),
-                               on_bad_image=on_bad_image)
-        self.source = BatchSource(table, self.spec, ImageReader(table))
+                               on_bad_image=on_bad_image, roi=self.graph.roi)
+        self.source = BatchSource(table, self.spec, reader)
         self.names = ["image", "keypoints", "index", "affine"] + output_names(self.codecs)
         self._pipe = None
         self._clean = False
@@ -284,16 +288,8 @@ class PoseLoader:
         self._release(self._pipe)
         if self.cache is not None and self.source.reader.frames is None:
             self._fill_cache()
-        cv_decode = (self.device == "cpu" and self.cpu_backend == "opencv"
-                     and self.cache is None and self.opencv_png
-                     and all(p.lower().endswith(".png") for p in self.source.reader.paths))
-        roi = self.roi_decode and self.cache is None and not cv_decode
-        self.spec.roi = roi
-        spec = GraphSpec(device=self.device, input_size=self.input_size,
-                         image_dtype=self.image_dtype, frames=self.cache,
-                         cpu_backend=self.cpu_backend, roi=roi, opencv_decode=cv_decode)
-        pipe = build_pipeline(spec, self.source, self.codecs, self.batch_size, self.num_threads,
-                              self.device_id)
+        pipe = build_pipeline(self.graph, self.source, self.codecs, self.batch_size,
+                              self.num_threads, self.device_id)
         with warnings.catch_warnings():  # unused parameters on some devices are expected
             warnings.filterwarnings("ignore", message=".*outputs, but the output")
             pipe.build()
@@ -339,19 +335,7 @@ class PoseLoader:
         decode. "raise" (or nothing found) raises; "skip" marks them bad and returns."""
         reader, source = self.source.reader, self.source
         ids = sorted({int(i) for b in source.recent for i in np.asarray(b).ravel()})
-        found: dict[int, str] = {}
-        if reader.frames is None:
-            candidates = [i for i in ids if not reader.bad[i]]
-            for i in candidates:
-                why = decode_problem(reader.read(i), tuple(reader.sizes[i]))
-                if why is not None:
-                    found[i] = why
-            if not found and candidates:   # only DALI's decoder rejects it: ask it, per file
-                failures: dict[int, str] = {}
-                paths = [reader.paths[i] for i in candidates]
-                cache_mod.decode_all(paths, "host", None, 1, batch_size=len(paths),
-                                     failures=failures)
-                found = {candidates[j]: why for j, why in failures.items()}
+        found = find_undecodable(reader, ids)
         if not found:
             files = [reader.paths[i] for i in ids]
             raise PipelineError(

@@ -1,16 +1,14 @@
-"""The sample source: a deterministic order over (seed, epoch, shard), and the batch-mode
-``external_source`` callable that feeds the DALI graph.
+"""The feed: the batch-mode ``external_source`` callable that drives the DALI graph.
 
-For batch ``i`` of epoch ``e`` the source takes the batch's samples from the order, reads the
-encoded image bytes (or takes decoded frames from a cache), samples every augmentation
-parameter vectorised with ``np.random.default_rng([seed, e, i, rank])`` and moves the
-keypoints with the crop matrices. No per-sample Python beyond reading the bytes.
+For batch ``i`` of epoch ``e`` the source takes the batch's samples from the order
+(`posefeed.pipelines.order`), reads the encoded image bytes or takes decoded frames from a
+cache (`posefeed.pipelines.images`), samples every augmentation parameter vectorised with
+``np.random.default_rng([seed, e, i, rank])`` and moves the keypoints with the crop
+matrices. No per-sample Python beyond reading the bytes.
 """
 from __future__ import annotations
 
-import io
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -18,10 +16,15 @@ import numpy as np
 
 from posefeed.datasets.table import PoseTable
 from posefeed.pipelines.augment import Schedule, config_for_epoch
+# re-exported: these names were importable from here before the split
+from posefeed.pipelines.errors import BadImageError, PipelineError, rows_text  # noqa: F401
+from posefeed.pipelines.geometry import dali_warp_matrix, shift_origin, source_roi
+from posefeed.pipelines.images import (JPEG_MAGIC, PNG_MAGIC, READ_THREADS,  # noqa: F401
+                                       ImageReader, check_image_bytes, decode_problem)
+from posefeed.pipelines.opencv_ops import hsv_luts
+from posefeed.pipelines.order import epoch_order, num_batches, shard_batches  # noqa: F401
 from posefeed.pipelines.params import (BatchParams, box_kernels, flip_permutation,
                                        half_body_sets, sample_batch)
-from posefeed.pipelines.geometry import dali_warp_matrix, shift_origin, source_roi
-from posefeed.pipelines.opencv_ops import hsv_luts
 
 log = logging.getLogger("posefeed.pipelines")
 
@@ -31,212 +34,6 @@ OUTPUTS = ("images", "roi_anchor", "roi_shape", "warp", "crop_affine", "hue", "s
            "value", "hsv_lut", "hsv_on", "blur", "blur_kernel", "blur_size", "median",
            "median_window", "median_kernel", "median_size", "drop_anchor", "drop_shape",
            "drop_box", "keypoints", "index", "affine")
-
-#: threads that read encoded files in the source
-READ_THREADS = 4
-
-JPEG_MAGIC = b"\xff\xd8\xff"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-class BadImageError(RuntimeError):
-    """An image file that cannot be decoded (``file`` names it, ``rows`` lists the table rows
-    that use it)."""
-
-    def __init__(self, message: str, file: str | None = None, rows: list[int] | None = None):
-        super().__init__(message)
-        self.file = file
-        self.rows = list(rows or [])
-
-
-class PipelineError(RuntimeError):
-    """The DALI pipeline failed on a batch whose image files all decode (a codec or another
-    stage raised); the original exception is the ``__cause__``."""
-
-
-def rows_text(rows: list[int], limit: int = 8) -> str:
-    more = f" ... ({len(rows)} rows)" if len(rows) > limit else ""
-    return f"table row{'s' if len(rows) != 1 else ''} {rows[:limit]}{more}"
-
-
-def decode_problem(data: bytes, size: tuple[int, int] | None = None) -> str | None:
-    """Why ``data`` cannot be fully decoded, or ``None``: the cheap checks
-    (`check_image_bytes`), then a full decode with PIL and with OpenCV (a truncated JPEG passes
-    the header checks but fails here). Used to find the file behind a decoder error."""
-    why = check_image_bytes(data, size)
-    if why is not None:
-        return why
-    try:
-        from PIL import Image, ImageFile  # noqa: PLC0415
-
-        if not ImageFile.LOAD_TRUNCATED_IMAGES:
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()
-    except Exception as e:  # noqa: BLE001 - PIL raises many kinds
-        return f"PIL cannot decode it: {type(e).__name__}: {e}"
-    import cv2  # noqa: PLC0415
-
-    try:
-        ok = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) is not None
-    except cv2.error as e:
-        return f"OpenCV cannot decode it: {e}"
-    return None if ok else "OpenCV cannot decode it"
-
-
-# -- order -----------------------------------------------------------------------------------
-def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
-    """The epoch's sample order: a permutation seeded by ``(seed, epoch)``, or ``arange``."""
-    if not shuffle:
-        return np.arange(num_samples, dtype=np.int64)
-    return np.random.default_rng([int(seed), int(epoch)]).permutation(num_samples)
-
-
-def shard_batches(order: np.ndarray, rank: int, world: int, batch_size: int,
-                  drop_last: bool) -> list[np.ndarray]:
-    """Split an epoch order into this shard's batches (sample ids).
-
-    Shards take every ``world``-th sample, so they are disjoint. ``drop_last``: each shard
-    gets ``n // world`` samples and drops its last partial batch. Otherwise the order is
-    extended cyclically to a multiple of ``world`` (as torch's ``DistributedSampler``), and
-    the last batch may be short. All shards get the same number of batches.
-    """
-    n = len(order)
-    if drop_last:
-        per = n // world
-        mine = order[: per * world][rank::world]
-        nb = per // batch_size
-        return [mine[i * batch_size:(i + 1) * batch_size] for i in range(nb)]
-    per = -(-n // world)
-    mine = np.resize(order, per * world)[rank::world] if n else order
-    nb = -(-per // batch_size)
-    return [mine[i * batch_size:(i + 1) * batch_size] for i in range(nb)]
-
-
-def num_batches(num_samples: int, world: int, batch_size: int, drop_last: bool) -> int:
-    if drop_last:
-        return (num_samples // world) // batch_size
-    return -(-(-(-num_samples // world)) // batch_size)
-
-
-# -- image bytes ---------------------------------------------------------------------------
-def check_image_bytes(data: bytes, size: tuple[int, int] | None = None) -> str | None:
-    """Why ``data`` is not a decodable JPEG/PNG of ``size`` (w, h), or ``None`` when it looks
-    fine (magic number, header size, and PIL's ``verify``, which parses the headers / PNG
-    chunks without decoding)."""
-    if len(data) == 0:
-        return "empty file"
-    if not (data.startswith(JPEG_MAGIC) or data.startswith(PNG_MAGIC)):
-        return "not a JPEG or PNG file (bad magic number)"
-    try:
-        from PIL import Image  # noqa: PLC0415
-
-        with Image.open(io.BytesIO(data)) as im:
-            got = (int(im.size[0]), int(im.size[1]))
-            im.verify()
-    except Exception as e:  # PIL raises many kinds
-        return f"{type(e).__name__}: {e}"
-    if size is not None and got != (int(size[0]), int(size[1])):
-        return f"image is {got[0]}x{got[1]} but the table says {size[0]}x{size[1]}"
-    return None
-
-
-class ImageReader:
-    """Reads encoded bytes of the table's unique images, validating each file once.
-
-    ``frames``, when given, holds decoded frames (the cache) and replaces reading.
-    """
-
-    def __init__(self, table: PoseTable, frames: list | None = None):
-        self.table = table
-        self.paths = [str(table.image_path(im)) for im in table.images]
-        first = ~table.frame[("image", "")].duplicated().to_numpy()
-        #: ``(num_images, 2)`` (w, h) the table expects for each image
-        self.sizes = table.image_sizes[first]
-        self.frames = frames
-        self._bad: dict[int, str] = {}
-        self._checked = np.zeros(len(self.paths), dtype=bool)
-        self._bad_mask = np.zeros(len(self.paths), dtype=bool)
-        self._pool: ThreadPoolExecutor | None = None
-        if frames is not None:
-            for i, f in enumerate(frames):
-                if f is None:
-                    self._bad[i] = "failed to decode"
-                    self._bad_mask[i] = True
-            self._checked[:] = True
-
-    @property
-    def checked(self) -> np.ndarray:
-        """``(num_images,)`` bool: the file has been read and checked."""
-        return self._checked
-
-    @property
-    def bad(self) -> np.ndarray:
-        """``(num_images,)`` bool: the file is known to be bad."""
-        return self._bad_mask
-
-    def bad_reason(self, image_id: int) -> str | None:
-        """Why the image is bad (reads and checks it the first time), or ``None``."""
-        if not self._checked[image_id]:
-            self._read(image_id)
-        return self._bad.get(image_id)
-
-    def mark_bad(self, image_id: int, why: str) -> None:
-        """Record that an image failed to decode (found by the decoder, after the checks)."""
-        self._checked[image_id] = True
-        self._bad[image_id] = why
-        self._bad_mask[image_id] = True
-
-    def read(self, image_id: int) -> bytes:
-        """The file's bytes (empty when it cannot be read)."""
-        try:
-            with open(self.paths[image_id], "rb") as f:
-                return f.read()
-        except OSError:
-            return b""
-
-    def close(self) -> None:
-        """Stop the reading threads (a later read starts them again)."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False)
-
-    def _read(self, image_id: int) -> bytes:
-        path = self.paths[image_id]
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            data, why = b"", f"{type(e).__name__}: {e}"
-        else:
-            why = None if self._checked[image_id] else \
-                check_image_bytes(data, tuple(self.sizes[image_id]))
-        if not self._checked[image_id]:
-            self._checked[image_id] = True
-            if why is not None:
-                self._bad[image_id] = why
-                self._bad_mask[image_id] = True
-        return data
-
-    def get(self, image_id: int):
-        """Encoded bytes (1-D uint8 array) or the cached decoded frame."""
-        if self.frames is not None:
-            return self.frames[image_id]
-        return np.frombuffer(self._read(image_id), dtype=np.uint8)
-
-    def get_many(self, image_ids: np.ndarray) -> list:
-        """`get` for a batch; files are read by a few threads (reads release the GIL), each
-        unique image once."""
-        if self.frames is not None:
-            return [self.frames[i] for i in image_ids]
-        unique, inverse = np.unique(image_ids, return_inverse=True)
-        if len(unique) > 4:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="posefeed-read")
-            data = list(self._pool.map(self.get, unique.tolist()))
-        else:
-            data = [self.get(int(i)) for i in unique]
-        return [data[j] for j in inverse.ravel()]
-
 
 # -- the source ------------------------------------------------------------------------------
 @dataclass

@@ -1,0 +1,183 @@
+"""Image files: reading encoded bytes (a few threads), checking each file once (cheap byte
+checks), and, after a decoder error, finding the file behind it by decoding the suspects
+one by one."""
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from posefeed.datasets.table import PoseTable
+
+#: threads that read encoded files in the source
+READ_THREADS = 4
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def decode_problem(data: bytes, size: tuple[int, int] | None = None) -> str | None:
+    """Why ``data`` cannot be fully decoded, or ``None``: the cheap checks
+    (`check_image_bytes`), then a full decode with PIL and with OpenCV (a truncated JPEG passes
+    the header checks but fails here). Used to find the file behind a decoder error."""
+    why = check_image_bytes(data, size)
+    if why is not None:
+        return why
+    try:
+        from PIL import Image, ImageFile  # noqa: PLC0415
+
+        if not ImageFile.LOAD_TRUNCATED_IMAGES:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+    except Exception as e:  # noqa: BLE001 - PIL raises many kinds
+        return f"PIL cannot decode it: {type(e).__name__}: {e}"
+    import cv2  # noqa: PLC0415
+
+    try:
+        ok = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) is not None
+    except cv2.error as e:
+        return f"OpenCV cannot decode it: {e}"
+    return None if ok else "OpenCV cannot decode it"
+
+
+def check_image_bytes(data: bytes, size: tuple[int, int] | None = None) -> str | None:
+    """Why ``data`` is not a decodable JPEG/PNG of ``size`` (w, h), or ``None`` when it looks
+    fine (magic number, header size, and PIL's ``verify``, which parses the headers / PNG
+    chunks without decoding)."""
+    if len(data) == 0:
+        return "empty file"
+    if not (data.startswith(JPEG_MAGIC) or data.startswith(PNG_MAGIC)):
+        return "not a JPEG or PNG file (bad magic number)"
+    try:
+        from PIL import Image  # noqa: PLC0415
+
+        with Image.open(io.BytesIO(data)) as im:
+            got = (int(im.size[0]), int(im.size[1]))
+            im.verify()
+    except Exception as e:  # PIL raises many kinds
+        return f"{type(e).__name__}: {e}"
+    if size is not None and got != (int(size[0]), int(size[1])):
+        return f"image is {got[0]}x{got[1]} but the table says {size[0]}x{size[1]}"
+    return None
+
+
+class ImageReader:
+    """Reads encoded bytes of the table's unique images, validating each file once.
+
+    ``frames``, when given, holds decoded frames (the cache) and replaces reading.
+    """
+
+    def __init__(self, table: PoseTable, frames: list | None = None):
+        self.table = table
+        self.paths = [str(table.image_path(im)) for im in table.images]
+        first = ~table.frame[("image", "")].duplicated().to_numpy()
+        #: ``(num_images, 2)`` (w, h) the table expects for each image
+        self.sizes = table.image_sizes[first]
+        self.frames = frames
+        self._bad: dict[int, str] = {}
+        self._checked = np.zeros(len(self.paths), dtype=bool)
+        self._bad_mask = np.zeros(len(self.paths), dtype=bool)
+        self._pool: ThreadPoolExecutor | None = None
+        if frames is not None:
+            for i, f in enumerate(frames):
+                if f is None:
+                    self._bad[i] = "failed to decode"
+                    self._bad_mask[i] = True
+            self._checked[:] = True
+
+    @property
+    def checked(self) -> np.ndarray:
+        """``(num_images,)`` bool: the file has been read and checked."""
+        return self._checked
+
+    @property
+    def bad(self) -> np.ndarray:
+        """``(num_images,)`` bool: the file is known to be bad."""
+        return self._bad_mask
+
+    def bad_reason(self, image_id: int) -> str | None:
+        """Why the image is bad (reads and checks it the first time), or ``None``."""
+        if not self._checked[image_id]:
+            self._read(image_id)
+        return self._bad.get(image_id)
+
+    def mark_bad(self, image_id: int, why: str) -> None:
+        """Record that an image failed to decode (found by the decoder, after the checks)."""
+        self._checked[image_id] = True
+        self._bad[image_id] = why
+        self._bad_mask[image_id] = True
+
+    def read(self, image_id: int) -> bytes:
+        """The file's bytes (empty when it cannot be read)."""
+        try:
+            with open(self.paths[image_id], "rb") as f:
+                return f.read()
+        except OSError:
+            return b""
+
+    def close(self) -> None:
+        """Stop the reading threads (a later read starts them again)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    def _read(self, image_id: int) -> bytes:
+        path = self.paths[image_id]
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            data, why = b"", f"{type(e).__name__}: {e}"
+        else:
+            why = None if self._checked[image_id] else \
+                check_image_bytes(data, tuple(self.sizes[image_id]))
+        if not self._checked[image_id]:
+            self._checked[image_id] = True
+            if why is not None:
+                self._bad[image_id] = why
+                self._bad_mask[image_id] = True
+        return data
+
+    def get(self, image_id: int):
+        """Encoded bytes (1-D uint8 array) or the cached decoded frame."""
+        if self.frames is not None:
+            return self.frames[image_id]
+        return np.frombuffer(self._read(image_id), dtype=np.uint8)
+
+    def get_many(self, image_ids: np.ndarray) -> list:
+        """`get` for a batch; files are read by a few threads (reads release the GIL), each
+        unique image once."""
+        if self.frames is not None:
+            return [self.frames[i] for i in image_ids]
+        unique, inverse = np.unique(image_ids, return_inverse=True)
+        if len(unique) > 4:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="posefeed-read")
+            data = list(self._pool.map(self.get, unique.tolist()))
+        else:
+            data = [self.get(int(i)) for i in unique]
+        return [data[j] for j in inverse.ravel()]
+
+
+def find_undecodable(reader: ImageReader, image_ids: list[int]) -> dict[int, str]:
+    """Which of ``image_ids`` (not yet known bad) fail to decode, and why: the byte checks
+    and a full PIL / OpenCV decode of each, then, when those all pass, DALI's own CPU
+    decoder one file at a time (some files only DALI's decoder rejects). Empty when every
+    file decodes, or when the reader holds decoded frames (nothing left to decode)."""
+    if reader.frames is not None:
+        return {}
+    candidates = [i for i in image_ids if not reader.bad[i]]
+    found: dict[int, str] = {}
+    for i in candidates:
+        why = decode_problem(reader.read(i), tuple(reader.sizes[i]))
+        if why is not None:
+            found[i] = why
+    if not found and candidates:
+        from posefeed.pipelines import cache as cache_mod  # noqa: PLC0415
+
+        failures: dict[int, str] = {}
+        paths = [reader.paths[i] for i in candidates]
+        cache_mod.decode_all(paths, "host", None, 1, batch_size=len(paths), failures=failures)
+        found = {candidates[j]: why for j, why in failures.items()}
+    return found

@@ -157,3 +157,53 @@ def test_an_internal_bug_keeps_its_traceback(coco_json, tmp_path, monkeypatch):
     res = invoke("show", coco_json, "--out", tmp_path / "g.png")
     assert isinstance(res.exception, ZeroDivisionError)
     assert not errors.is_bad_input(res.exception)
+
+
+@pytest.fixture()
+def dlc_with_empty_frame(dlc_project, tmp_path) -> Path:
+    project = tmp_path / "openfield"
+    shutil.copytree(dlc_project, project)
+    (project / "labeled-data" / "m4s1" / "img0003.png").write_bytes(b"")
+    return project
+
+
+def test_inspect_counts_images_skipped_at_load(dlc_with_empty_frame):
+    res = invoke("inspect", dlc_with_empty_frame, "--on-bad-image", "skip", "--json")
+    assert res.exit_code == 1, res.output          # invalid data: an image is unusable
+    summary = json.loads(res.stdout.splitlines()[-1])
+    assert summary["skipped_images"] == 1 and summary["frames"] == 115
+    assert any("img0003.png" in p and "zero-byte" in p for p in summary["problems"])
+    res = invoke("inspect", dlc_with_empty_frame, "--on-bad-image", "skip")
+    assert "skipped images: 1" in res.output
+
+
+def test_show_and_train_reach_skip_on_a_real_project(dlc_with_empty_frame, tmp_path,
+                                                     monkeypatch):
+    """The README's on_bad_image="skip" from real files: a zero-byte frame among 116 used to
+    refuse the dataset at load, whatever PoseLoader was told."""
+    res = invoke("show", dlc_with_empty_frame, "--out", tmp_path / "g.png", "--n", "2",
+                 "--mode", "frame", "--device", "cpu")
+    assert_message(res, 2, "unreadable headers", "img0003.png")
+    res = invoke("show", dlc_with_empty_frame, "--out", tmp_path / "g.png", "--n", "2",
+                 "--mode", "frame", "--device", "cpu", "--on-bad-image", "skip")
+    assert res.exit_code == 0, res.output
+
+    from posefeed.trainers import recipe
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_trainer(model, loader, cfg, **kw):
+        seen["loader"] = loader
+        raise Stop
+
+    monkeypatch.setattr(recipe, "Trainer", fake_trainer)
+    res = invoke("train", dlc_with_empty_frame, "--out", tmp_path / "run", "--device", "cpu",
+                 "--batch-size", "4", "--input-size", "64x48", "--on-bad-image", "skip")
+    assert isinstance(res.exception, Stop), res.output
+    assert "1 unreadable images left out" in res.output and "img0003.png" in res.output
+    loader = seen["loader"]
+    assert loader.spec.on_bad_image == "skip"
+    assert "labeled-data/m4s1/img0003.png" not in loader.table.images

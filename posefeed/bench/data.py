@@ -27,12 +27,14 @@ def prepare_dataset(path: str | Path, out: str | Path | None = None, **synthetic
     return str(p)
 
 
-def load_table(path: str | Path, category: str | int | None = None) -> Any:
+def load_table(path: str | Path, category: str | int | None = None,
+               on_bad_image: str = "raise") -> Any:
     """A `PoseTable` from a dataset path (COCO json, DLC project / .h5 / .csv); ``category``:
-    the COCO keypoint category when the file has several."""
+    the COCO keypoint category when the file has several; ``on_bad_image="skip"``: images
+    whose header cannot be read leave the table (for every runner alike)."""
     from posefeed.datasets import load_dataset
 
-    return load_dataset(str(path), category=category)
+    return load_dataset(str(path), category=category, on_bad_image=on_bad_image)
 
 
 def tile_table(table: Any, min_rows: int) -> Any:

@@ -51,7 +51,8 @@ def _gpu(spec: dict[str, Any]) -> bool:
 def _table(spec: dict[str, Any]) -> Any:
     from posefeed.bench.data import load_table, tile_table
 
-    table = load_table(spec["data"], spec.get("category"))
+    table = load_table(spec["data"], spec.get("category"),
+                       str(spec.get("on_bad_image", "raise")))
     limit = spec.get("limit")
     if limit and len(table) > int(limit):
         table = table.subset(np.arange(int(limit)))

@@ -104,9 +104,11 @@ def bench(
     # fail early, with the loader's message (posefeed.cli.errors: exit code 2), before
     # starting any runner
     data_path = prepare_dataset(path, str(workdir / "synthetic") if workdir else None)
-    table = load_table(data_path, category)
+    table = load_table(data_path, category, on_bad_image)
     console.print(f"{data_path}: {len(table)} instances in {len(table.images)} images, "
-                  f"{len(table.bodyparts)} keypoints")
+                  f"{len(table.bodyparts)} keypoints"
+                  + (f", {len(table.skipped_images)} unreadable images left out"
+                     if table.skipped_images else ""))
     names = plan(cfg)
     console.print(f"{len(names)} runners, one process each, ~{cfg.seconds if not iters else f'{iters} batches'}"
                   f"{' s' if not iters else ''} timed per runner: {', '.join(names)}")

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from posefeed.cli import app
+from posefeed.cli.errors import choice
 
 
 def _print_summary(console, summary: dict, path: str) -> None:  # noqa: ANN001 - rich Console
@@ -20,6 +21,9 @@ def _print_summary(console, summary: dict, path: str) -> None:  # noqa: ANN001 -
                   f"individuals: {len(summary['individuals'])}")
     sizes = ", ".join(f"{s} ({n} frames)" for s, n in summary["image_sizes"].items())
     console.print(f"image sizes: {sizes}")
+    if summary["skipped_images"]:
+        console.print(f"[yellow]skipped images: {summary['skipped_images']}[/yellow] (missing or "
+                      "unreadable header; listed below)")
     tab = Table(title=f"{len(summary['bodyparts'])} bodyparts")
     tab.add_column("#", justify="right")
     tab.add_column("bodypart")
@@ -56,6 +60,9 @@ def inspect_command(
     threads: int = typer.Option(4, "--threads", min=1, help="Threads for --deep."),
     category: Optional[str] = typer.Option(None, "--category", help="COCO keypoint category "
                                            "(name or id) when the file has several."),
+    on_bad_image: str = typer.Option("raise", "--on-bad-image", help="raise: stop at a "
+                                     "missing or unreadable image | skip: leave it out, "
+                                     "count and list it (exit code 1)."),
 ) -> None:
     """Summarise a dataset and list its problems (exit code 1 on invalid data, 2 on bad
     arguments).
@@ -69,9 +76,10 @@ def inspect_command(
     from posefeed.datasets import AnnotationError, deep_check, resolve_dataset  # noqa: PLC0415
     from posefeed.datasets.summary import summarize  # noqa: PLC0415
 
+    choice("--on-bad-image", on_bad_image, ("raise", "skip"))
     err = Console(stderr=True)
     try:
-        table = resolve_dataset(path, out=out, category=category)
+        table = resolve_dataset(path, out=out, category=category, on_bad_image=on_bad_image)
     except AnnotationError as e:
         if as_json:
             typer.echo(json.dumps({"error": str(e), "file": e.file, "row": None if e.row is None
@@ -79,7 +87,7 @@ def inspect_command(
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         raise typer.Exit(1) from None
     summary = summarize(table)
-    bad = False
+    bad = bool(table.skipped_images)
     if deep:
         from rich.progress import Progress  # noqa: PLC0415
 
@@ -92,7 +100,7 @@ def inspect_command(
         summary["images_checked"] = len(images)
         summary["image_problems"] = found
         summary["problems"] += found
-        bad = bool(found)
+        bad = bad or bool(found)
     if as_json:
         typer.echo(json.dumps(summary))
     else:

@@ -93,7 +93,7 @@ def show_command(
     if width < 0 or height < 0:
         raise typer.BadParameter(f"--width and --height must be >= 0 (0: default); got "
                                  f"{width}x{height}")
-    table = resolve_dataset(path, category=category)
+    table = resolve_dataset(path, category=category, on_bad_image=on_bad_image)
     size = (width or (192 if mode == "topdown" else 256), height or 256)
     if stage == 0:
         cfg = AugmentConfig.none()

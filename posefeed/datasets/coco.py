@@ -19,7 +19,7 @@ import numpy as np
 from posefeed.datasets.checks import clear_outside
 from posefeed.datasets.errors import AnnotationError
 from posefeed.datasets.flip import resolve_flip_pairs
-from posefeed.datasets.images import read_image_sizes
+from posefeed.datasets.images import check_on_bad_image, header_sizes, skipped_lines
 from posefeed.datasets.table import (BBOX_FIELDS, PoseTable, bbox_from_keypoints,
                                      keypoint_columns)
 
@@ -72,12 +72,16 @@ def _category(data: dict, path: Path, category: str | int | None) -> dict:
 def load_coco(json_path: str | Path, image_root: str | Path | None = None, *,
               flip_pairs: Iterable[tuple[int | str, int | str]] | None = None,
               category: str | int | None = None,
-              category_id: int | None = None) -> PoseTable:
+              category_id: int | None = None, on_bad_image: str = "raise") -> PoseTable:
     """Load a COCO keypoints JSON. ``image_root`` defaults to the JSON's folder; image sizes
     come from the image file headers (a size that differs from the JSON's is a problem
     line). ``flip_pairs``: ``(left, right)`` indices or names; inferred from names if None.
     ``category`` (name or id; ``category_id`` is the older spelling): which keypoint category
-    to load when the file has several (default: the only one with annotations)."""
+    to load when the file has several (default: the only one with annotations).
+    ``on_bad_image``: "raise" (one `AnnotationError` listing every missing image or image
+    whose header cannot be read) or "skip" (those images and their annotations leave the
+    table, listed in ``table.skipped_images`` and ``table.problems``; a warning is logged)."""
+    check_on_bad_image(on_bad_image)
     path = Path(json_path)
     try:
         with open(path, encoding="utf-8") as f:
@@ -174,8 +178,17 @@ def load_coco(json_path: str | Path, image_root: str | Path | None = None, *,
                               file=path, field="annotations")
 
     files = [str(im["file_name"]).replace("\\", "/") for im in ims]
-    size_of = read_image_sizes(root, files, source=path)
+    found_sizes = header_sizes(root, files, source=path, on_bad_image=on_bad_image)
+    size_of = found_sizes.sizes
     problems = []
+    if found_sizes.bad:
+        used: dict[str, list[str]] = {}
+        for f, r in zip(files, rows):
+            used.setdefault(f, []).append(r)
+        problems += skipped_lines(path, root, found_sizes.bad, used)
+        keep = [i for i, f in enumerate(files) if f in size_of]
+        rows, kps, boxes, ims, files = ([seq[i] for i in keep]
+                                        for seq in (rows, kps, boxes, ims, files))
     for im in {id(m): m for m in ims}.values():
         real = size_of[str(im["file_name"]).replace("\\", "/")]
         declared = (im.get("width"), im.get("height"))
@@ -200,7 +213,8 @@ def load_coco(json_path: str | Path, image_root: str | Path | None = None, *,
                           dtype=np.float64)
     return PoseTable.from_arrays(files, kp_arr, names, sizes, individuals=individuals,
                                  bboxes=bbox_arr, flip_pairs=resolve_flip_pairs(names, flip_pairs),
-                                 skeleton=skeleton, root=root, problems=problems)
+                                 skeleton=skeleton, root=root, problems=problems,
+                                 skipped_images=[str(root / f) for f in found_sizes.bad])
 
 
 def coco_dict(table: PoseTable, json_dir: str | Path, *, category: str = "person") -> dict:

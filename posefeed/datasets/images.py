@@ -1,14 +1,20 @@
 """Image checks: sizes from file headers (no decoding), and a full decode for ``--deep``."""
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from PIL import Image, UnidentifiedImageError
 
 from posefeed.datasets.errors import AnnotationError
+
+log = logging.getLogger("posefeed.datasets")
+
+#: what a loader does with an image whose header cannot be read (or that is missing)
+ON_BAD_IMAGE = ("raise", "skip")
 
 
 def _header_size(path: Path) -> tuple[int, int] | str:
@@ -22,28 +28,73 @@ def _header_size(path: Path) -> tuple[int, int] | str:
         return f"unreadable image header: {e}"
 
 
-def read_image_sizes(root: Path, images: Sequence[str], *, source: str | Path | None = None,
-                     threads: int = 8) -> dict[str, tuple[int, int]]:
-    """``{image: (width, height)}`` for each unique image under ``root``, read from headers.
+@dataclass
+class HeaderSizes:
+    """`header_sizes`' answer: ``sizes[image] = (width, height)`` of the readable images,
+    ``bad[image] = why`` of those left out (``on_bad_image="skip"``)."""
 
-    Raises one `AnnotationError` listing every missing image (``field="image"``), or every
-    image whose header is unreadable, naming ``source`` (the annotation file) as the file.
+    sizes: dict[str, tuple[int, int]]
+    bad: dict[str, str] = field(default_factory=dict)
+
+
+def check_on_bad_image(on_bad_image: str) -> None:
+    if on_bad_image not in ON_BAD_IMAGE:
+        raise ValueError(f"on_bad_image must be 'raise' or 'skip', got {on_bad_image!r}")
+
+
+def header_sizes(root: Path, images: Sequence[str], *, source: str | Path | None = None,
+                 threads: int = 8, on_bad_image: str = "raise") -> HeaderSizes:
+    """Sizes of each unique image under ``root`` from its header (no decoding).
+
+    ``on_bad_image="raise"``: one `AnnotationError` listing every missing image
+    (``field="image"``), or every image whose header is unreadable (zero-byte, not an image),
+    naming ``source`` (the annotation file) as the file. ``"skip"``: those images are left out
+    of ``sizes`` and listed in ``bad`` with the reason, and a warning is logged; when no image
+    is readable it raises as "raise" does (an empty dataset is never what was meant).
     """
+    check_on_bad_image(on_bad_image)
+    root = Path(root)
     unique = list(dict.fromkeys(images))
     missing = [im for im in unique if not (root / im).is_file()]
-    if missing:
+    if missing and (on_bad_image == "raise" or len(missing) == len(unique)):
         raise AnnotationError(
             f"{len(missing)} of {len(unique)} images not found under {root}",
             file=source, row=missing[0], field="image",
             problems=[f"missing image {root / m}" for m in missing])
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(unique)))) as pool:
-        sizes = list(pool.map(lambda im: _header_size(root / im), unique))
-    bad = [(im, s) for im, s in zip(unique, sizes) if isinstance(s, str)]
-    if bad:
+    present = [im for im in unique if im not in set(missing)]
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(present) or 1))) as pool:
+        found = list(pool.map(lambda im: _header_size(root / im), present))
+    unreadable = [(im, s) for im, s in zip(present, found) if isinstance(s, str)]
+    if unreadable and (on_bad_image == "raise" or len(unreadable) == len(present)):
         raise AnnotationError(
-            f"{len(bad)} images have unreadable headers", file=source, row=bad[0][0],
-            field="image", problems=[f"{root / im}: {why}" for im, why in bad])
-    return dict(zip(unique, sizes))  # type: ignore[arg-type]
+            f"{len(unreadable)} images have unreadable headers", file=source,
+            row=unreadable[0][0], field="image",
+            problems=[f"{root / im}: {why}" for im, why in unreadable])
+    bad = {im: "missing file" for im in missing}
+    bad.update(unreadable)
+    if bad:
+        log.warning("%s: leaving out %d of %d images (on_bad_image='skip'): %s%s",
+                    source if source is not None else root, len(bad), len(unique),
+                    "; ".join(f"{root / im}: {why}" for im, why in list(bad.items())[:3]),
+                    " ..." if len(bad) > 3 else "")
+    sizes = {im: s for im, s in zip(present, found) if not isinstance(s, str)}
+    return HeaderSizes(sizes, bad)  # type: ignore[arg-type]
+
+
+def read_image_sizes(root: Path, images: Sequence[str], *, source: str | Path | None = None,
+                     threads: int = 8) -> dict[str, tuple[int, int]]:
+    """``{image: (width, height)}`` for each unique image under ``root``, read from headers;
+    a missing or unreadable image raises (`header_sizes` with ``on_bad_image="raise"``)."""
+    return header_sizes(root, images, source=source, threads=threads).sizes
+
+
+def skipped_lines(source: str | Path, root: Path, bad: dict[str, str],
+                  rows: dict[str, list[str]]) -> list[str]:
+    """One ``table.problems`` line per image left out: the annotation file, the image file,
+    why, and the annotation rows that used it."""
+    return [f"{source}: left out image {Path(root) / im} ({why}; on_bad_image='skip'), with "
+            f"its {len(rows.get(im, []))} annotation row(s) {rows.get(im, [])[:8]}"
+            for im, why in bad.items()]
 
 
 @dataclass

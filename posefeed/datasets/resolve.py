@@ -50,38 +50,43 @@ def dataset_path(path: str | Path, *, out: str | Path | None = None,
 
 
 def load_dataset(path: str | Path, *, flip_pairs: Iterable[tuple[int | str, int | str]] | None = None,
-                 category: str | int | None = None, **kwargs: object) -> PoseTable:
+                 category: str | int | None = None, on_bad_image: str = "raise",
+                 **kwargs: object) -> PoseTable:
     """Load a DeepLabCut project folder, a CollectedData ``.h5`` / ``.csv``, a COCO ``.json``
     or ``"synthetic"`` (see `dataset_path`; ``kwargs`` go to it there, else to the
     loader). ``category``: the COCO keypoint category (name or id) when a file has several;
-    an error for DeepLabCut data, which has none."""
+    an error for DeepLabCut data, which has none. ``on_bad_image``: "raise" or "skip" (images
+    that are missing or whose header cannot be read leave the table; see `load_dlc`)."""
     if str(path) == SYNTHETIC:
-        return load_coco(dataset_path(path, **kwargs), flip_pairs=flip_pairs, category=category)
+        return load_coco(dataset_path(path, **kwargs), flip_pairs=flip_pairs, category=category,
+                         on_bad_image=on_bad_image)
     p = Path(path)
     if category is not None and not (p.is_file() and p.suffix.lower() == ".json"):
         raise AnnotationError(f"category {category!r} given, but only COCO .json files have "
                               "categories", file=p, field="category")
     if p.is_dir():
         if (p / "config.yaml").is_file():
-            return load_dlc(p, flip_pairs=flip_pairs, **kwargs)  # type: ignore[arg-type]
+            return load_dlc(p, flip_pairs=flip_pairs, on_bad_image=on_bad_image,
+                            **kwargs)  # type: ignore[arg-type]
         raise AnnotationError("folder is not a DeepLabCut project (no config.yaml)", file=p)
     if not p.exists():
         raise AnnotationError("dataset path not found", file=p)
     suffix = p.suffix.lower()
     if suffix in (".h5", ".hdf5", ".hdf", ".csv"):
-        return load_dlc(p, flip_pairs=flip_pairs, **kwargs)  # type: ignore[arg-type]
+        return load_dlc(p, flip_pairs=flip_pairs, on_bad_image=on_bad_image,
+                        **kwargs)  # type: ignore[arg-type]
     if suffix == ".json":
         return load_coco(p, flip_pairs=flip_pairs, category=category,
-                         **kwargs)  # type: ignore[arg-type]
+                         on_bad_image=on_bad_image, **kwargs)  # type: ignore[arg-type]
     raise AnnotationError(f"unknown dataset type {suffix!r} (expected a DeepLabCut project "
                           "folder, .h5, .csv or a COCO .json)", file=p)
 
 
 def resolve_dataset(path: str | Path, *, out: str | Path | None = None,
                     flip_pairs: Iterable[tuple[int | str, int | str]] | None = None,
-                    category: str | int | None = None,
+                    category: str | int | None = None, on_bad_image: str = "raise",
                     **synthetic_kwargs: object) -> PoseTable:
     """The `PoseTable` for a command's PATH argument: a dataset path, or ``"synthetic"``
     (generated once into ``out`` or the cache, see `dataset_path`)."""
     return load_dataset(dataset_path(path, out=out, **synthetic_kwargs), flip_pairs=flip_pairs,
-                        category=category)
+                        category=category, on_bad_image=on_bad_image)

@@ -11,7 +11,8 @@ from posefeed.datasets.table import PoseTable
 def summarize(table: PoseTable) -> dict:
     """Counts, bodyparts, labelled fraction per bodypart (rows with ``v > 0``), visible
     fraction (``v == 2``), image sizes (frames per ``"WxH"``), flip pairs and skeleton by
-    name, problems. JSON-serialisable."""
+    name, images left out at load (``skipped_images``, a count; each has a problem line),
+    problems. JSON-serialisable."""
     kp = table.keypoints
     v = kp[..., 2] if len(table) else np.zeros((0, table.num_keypoints))
     n = max(len(table), 1)
@@ -35,5 +36,6 @@ def summarize(table: PoseTable) -> dict:
         "image_sizes": dict(Counter(first.values()).most_common()),
         "flip_pairs": [[names[a], names[b]] for a, b in table.flip_pairs],
         "skeleton": [[names[a], names[b]] for a, b in table.skeleton],
+        "skipped_images": len(table.skipped_images),
         "problems": list(table.problems),
     }

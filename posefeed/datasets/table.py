@@ -55,6 +55,8 @@ class PoseTable:
             image, set to ``v = 0``), one readable line each.
         unique_bodyparts: DeepLabCut multi-animal "unique" bodyparts (labelled on the
             ``"single"`` individual's rows); empty otherwise.
+        skipped_images: image files left out at load (``on_bad_image="skip"``: missing, or
+            a header that cannot be read), with their rows; each also has a ``problems`` line.
     """
 
     frame: pd.DataFrame
@@ -64,6 +66,7 @@ class PoseTable:
     root: Path = Path(".")
     problems: list[str] = field(default_factory=list)
     unique_bodyparts: list[str] = field(default_factory=list)
+    skipped_images: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.bodyparts = [str(b) for b in self.bodyparts]
@@ -157,6 +160,7 @@ class PoseTable:
         root: str | Path = ".",
         problems: Sequence[str] = (),
         unique_bodyparts: Sequence[str] = (),
+        skipped_images: Sequence[str] = (),
     ) -> "PoseTable":
         """Build from arrays: ``keypoints (N, K, 3)``, ``image_sizes (N, 2)`` as (width, height),
         ``bboxes (N, 4)`` xywh (computed from the labelled keypoints when omitted)."""
@@ -185,7 +189,7 @@ class PoseTable:
                 data[(bp, coord)] = kp[:, k, c]
         frame = pd.DataFrame(data, columns=table_columns(bodyparts))
         return cls(frame, list(bodyparts), list(flip_pairs), list(skeleton), Path(root),
-                   list(problems), list(unique_bodyparts))
+                   list(problems), list(unique_bodyparts), [str(p) for p in skipped_images])
 
     # -- views --------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -235,7 +239,8 @@ class PoseTable:
         """A new table with the given rows (same bodyparts, pairs, root)."""
         frame = self.frame.iloc[np.asarray(rows, dtype=np.int64)].reset_index(drop=True)
         return PoseTable(frame, list(self.bodyparts), list(self.flip_pairs), list(self.skeleton),
-                         self.root, list(self.problems), list(self.unique_bodyparts))
+                         self.root, list(self.problems), list(self.unique_bodyparts),
+                         list(self.skipped_images))
 
     def split(self, train_fraction: float = 0.95, seed: int = 0
               ) -> tuple["PoseTable", "PoseTable"]:

@@ -54,11 +54,12 @@ class RunConfig:
     max_frame_side: int = 320
 
 
-def load_table(path: str | Path, category: str | int | None = None) -> Any:
+def load_table(path: str | Path, category: str | int | None = None,
+               on_bad_image: str = "raise") -> Any:
     """Any dataset posefeed reads (DLC project / .h5 / .csv, COCO .json)."""
     from posefeed.datasets.resolve import load_dataset  # noqa: PLC0415
 
-    return load_dataset(path, category=category)
+    return load_dataset(path, category=category, on_bad_image=on_bad_image)
 
 
 GUARD_ACTIONS = ("skip", "lower_lr", "rollback", "none")
@@ -149,7 +150,11 @@ def run(rc: RunConfig, on_step: Callable[[dict[str, Any]], None] | None = None,
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(rc.seed)
     check_run_config(rc)
-    table = load_table(rc.data, rc.category) if table is None else table
+    table = load_table(rc.data, rc.category, rc.on_bad_image) if table is None else table
+    if table.skipped_images:   # each also has a line in table.problems, with its rows
+        more = " ..." if len(table.skipped_images) > 5 else ""
+        log(f"{len(table.skipped_images)} unreadable images left out (on_bad_image='skip'): "
+            + ", ".join(table.skipped_images[:5]) + more)
     train, test = table.split(rc.train_fraction, rc.seed)
     if len(test) == 0 or len(train) == 0:
         raise ValueError(f"split {rc.train_fraction} of {len(table.images)} images leaves "

@@ -5,6 +5,7 @@ forms (a path string or a ``("labeled-data", video, image)`` tuple).
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -61,11 +62,26 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _csv_text(path: Path) -> str:
+    """The file as text: UTF-8, with or without the byte-order mark Excel's "CSV UTF-8"
+    writes. Another encoding (Latin-1, Windows-1252 ...) is an `AnnotationError` naming the
+    file, the line and the bytes, never a bare ``UnicodeDecodeError``."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise AnnotationError(
+            f"not UTF-8 text: byte {data[e.start:e.start + 1]!r} at offset {e.start} (line "
+            f"{line}) is not valid UTF-8, e.g. a Latin-1 or Windows-1252 file; save it as "
+            "UTF-8 (Excel: 'CSV UTF-8'), as DeepLabCut writes it", file=path, row=line,
+            field="encoding") from None
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
     """Parse a DeepLabCut CSV with the csv module, so the header depth is read explicitly and
     an all-NaN first data row is never taken for a header or dropped."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.reader(f)]
+    rows = [r for r in csv.reader(io.StringIO(_csv_text(path), newline=""))]
     while rows and not any(c.strip() for c in rows[-1]):
         rows.pop()
     if not rows:

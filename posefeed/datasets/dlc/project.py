@@ -7,6 +7,7 @@ annotation file's folder); a keypoint outside its image is set to ``v = 0`` with
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -19,7 +20,7 @@ from posefeed.datasets.dlc.files import read_dlc_file
 from posefeed.datasets.dlc.instances import ProjectLayout, file_instances
 from posefeed.datasets.errors import AnnotationError
 from posefeed.datasets.flip import resolve_flip_pairs
-from posefeed.datasets.images import read_image_sizes
+from posefeed.datasets.images import check_on_bad_image, header_sizes, skipped_lines
 from posefeed.datasets.table import PoseTable, bbox_from_keypoints
 
 
@@ -50,18 +51,84 @@ def project_layout(cfg: dict, path: Path) -> ProjectLayout:
     return ProjectLayout(path, False, _names(cfg.get("bodyparts")))
 
 
-def _fix_image_paths(images: list[str], path: Path, root: Path) -> list[str]:
-    """Bare file names are taken relative to the annotation file's folder."""
+#: an absolute path: POSIX ``/...``, Windows ``C:/...`` or UNC ``//server/...`` (after ``\\``
+#: became ``/``)
+_ABSOLUTE = re.compile(r"^(/|[A-Za-z]:/)")
+_LABELED = "labeled-data/"
+
+
+def _fix_image_paths(images: list[str], path: Path, root: Path) -> tuple[list[str], list[str]]:
+    """The index entries as paths relative to ``root``, and one problem line per file when
+    some were rewritten.
+
+    Bare file names are taken relative to the annotation file's folder. An absolute path
+    (labelled on another machine, e.g. ``C:\\Users\\me\\proj\\labeled-data\\m4s1\\img0000.png``
+    in older projects) that does not exist here is resolved as DeepLabCut resolves it: by its
+    ``labeled-data/<video>/<image>`` tail, relative to the project folder."""
     try:
         folder = path.parent.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         folder = None
-    out = []
+    out, rewritten = [], []
     for im in images:
         if "/" not in im and folder not in (None, "."):
             im = f"{folder}/{im}"
+        elif _ABSOLUTE.match(im) and _LABELED in im and not Path(im).is_file():
+            tail = im[im.rindex(_LABELED):]
+            rewritten.append(im)
+            im = tail
         out.append(im)
-    return out
+    problems = []
+    if rewritten:
+        problems.append(f"{path}: {len(rewritten)} image paths are absolute paths from "
+                        f"another machine (e.g. {rewritten[0]!r}); resolved by their "
+                        f"'labeled-data/...' tail under {root}, as DeepLabCut does")
+    return out, problems
+
+
+def _likelihood_note(df: pd.DataFrame, path: Path) -> list[str]:
+    """A problem line when the file has a ``likelihood`` column: DeepLabCut writes one only
+    in predictions (``*DLC_*.h5`` from analyze / evaluate), never in CollectedData labels."""
+    if "likelihood" not in set(map(str, df.columns.get_level_values(-1))):
+        return []
+    return [f"{path}: has a 'likelihood' column, as DeepLabCut's predictions do (labels have "
+            "none): the likelihood is ignored and every predicted x, y is used as a label, "
+            "whatever its likelihood"]
+
+
+def _twin_note(h5: Path, used: pd.DataFrame, key: str | None) -> list[str]:
+    """When ``h5`` has a ``.csv`` twin (DeepLabCut writes both) whose contents differ, a
+    problem line saying so and that the ``.h5`` is used (as DeepLabCut reads it)."""
+    csv_path = h5.with_suffix(".csv")
+    if h5.suffix.lower() != ".h5" or not csv_path.is_file():
+        return []
+    try:
+        other = read_dlc_file(csv_path, key=key)
+    except AnnotationError as e:
+        return [f"{h5.parent}: using {h5.name}; its twin {csv_path.name} cannot be read "
+                f"({str(e).splitlines()[0]})"]
+    diffs = []
+    only_h5 = used.index.difference(other.index)
+    only_csv = other.index.difference(used.index)
+    if len(only_h5) or len(only_csv):
+        diffs.append(f"{len(only_h5)} rows only in the .h5, {len(only_csv)} only in the .csv"
+                     + (f" (e.g. {list(only_h5[:1]) + list(only_csv[:1])})"))
+    if list(map(tuple, used.columns)) != list(map(tuple, other.columns)):
+        diffs.append("different columns")
+    else:
+        common = used.index.intersection(other.index)
+        a = used.loc[common].to_numpy(np.float64)
+        b = other.loc[common].to_numpy(np.float64)
+        differ = ~(np.isclose(a, b, rtol=0, atol=1e-3) | (np.isnan(a) & np.isnan(b)))
+        if differ.any():
+            rows = common[differ.any(axis=1)]
+            diffs.append(f"{int(differ.sum())} values differ by more than 0.001 px in "
+                         f"{len(rows)} rows (e.g. {rows[0]!r})")
+    if not diffs:
+        return []
+    return [f"{h5.parent}: {h5.name} and {csv_path.name} differ ({'; '.join(diffs)}); using "
+            f"the .h5, as DeepLabCut does (the .csv is its export: re-export it, or delete the "
+            "one that is wrong)"]
 
 
 def _project_files(project: Path) -> list[Path]:
@@ -89,7 +156,7 @@ def _skeleton(cfg: dict, cfg_path: Path | None, bodyparts: list[str]) -> list[tu
 
 def load_dlc(path: str | Path, *, flip_pairs: Iterable[tuple[int | str, int | str]] | None = None,
              root: str | Path | None = None, key: str | None = None,
-             margin: float = 20.0) -> PoseTable:
+             margin: float = 20.0, on_bad_image: str = "raise") -> PoseTable:
     """Load a DeepLabCut project folder (``config.yaml`` + every
     ``labeled-data/*/CollectedData_*.h5``, else ``.csv``) or one ``.h5`` / ``.csv`` file.
 
@@ -100,7 +167,12 @@ def load_dlc(path: str | Path, *, flip_pairs: Iterable[tuple[int | str, int | st
             file inside ``<project>/labeled-data/<video>/``) or the file's folder.
         key: HDF5 key; default ``df_with_missing`` (or ``keypoints``, or the only table).
         margin: pixels added around the labelled keypoints for the instance boxes.
+        on_bad_image: "raise" (an `AnnotationError` listing every missing image or image
+            whose header cannot be read) or "skip" (those images and their rows leave the
+            table, listed in ``table.skipped_images`` and ``table.problems``; a warning is
+            logged).
     """
+    check_on_bad_image(on_bad_image)
     path = Path(path)
     if path.is_dir():
         project = path
@@ -129,8 +201,11 @@ def load_dlc(path: str | Path, *, flip_pairs: Iterable[tuple[int | str, int | st
     kps, sizes = [], []
     bodyparts: list[str] | None = None
     unique: list[str] = []
+    problems: list[str] = []
+    skipped: list[str] = []
     for f in files:
         df = read_dlc_file(f, key=key)
+        problems += _likelihood_note(df, f) + _twin_note(f, df, key)
         found = file_instances(df, f, layout)
         ims, inds, kp, bps = found.images, found.individuals, found.keypoints, found.bodyparts
         if bodyparts is None:
@@ -140,8 +215,18 @@ def load_dlc(path: str | Path, *, flip_pairs: Iterable[tuple[int | str, int | st
                                   file=f, field="bodyparts")
         else:
             kp = kp[:, [bps.index(b) for b in bodyparts]]
-        ims = _fix_image_paths(ims, f, base)
-        size_of = read_image_sizes(base, ims, source=f)
+        ims, rewritten = _fix_image_paths(ims, f, base)
+        problems += rewritten
+        found_sizes = header_sizes(base, ims, source=f, on_bad_image=on_bad_image)
+        size_of = found_sizes.sizes
+        if found_sizes.bad:
+            rows: dict[str, list[str]] = {}
+            for im, ind in zip(ims, inds):
+                rows.setdefault(im, []).append(im if len(set(inds)) <= 1 else f"{im} ({ind})")
+            problems += skipped_lines(f, base, found_sizes.bad, rows)
+            skipped += [str(base / im) for im in found_sizes.bad]
+            keep = [i for i, im in enumerate(ims) if im in size_of]
+            ims, inds, kp = [ims[i] for i in keep], [inds[i] for i in keep], kp[keep]
         images += ims
         individuals += inds
         sources += [f] * len(ims)
@@ -157,7 +242,6 @@ def load_dlc(path: str | Path, *, flip_pairs: Iterable[tuple[int | str, int | st
         im, ind = pairs[pairs.duplicated()].iloc[0]
         raise AnnotationError(f"image appears twice for individual {ind!r}", file=path,
                               row=im, field="index")
-    problems: list[str] = []
     kp_clean = np.empty_like(kp_all)
     source_codes, source_list = pd.factorize(pd.Series([str(s) for s in sources]))
     for code, src in enumerate(source_list):
@@ -171,4 +255,4 @@ def load_dlc(path: str | Path, *, flip_pairs: Iterable[tuple[int | str, int | st
         images, kp_clean, bodyparts, size_arr, individuals=individuals,
         bboxes=bbox_from_keypoints(kp_clean, size_arr, margin=margin),
         flip_pairs=resolve_flip_pairs(bodyparts, flip_pairs), skeleton=skeleton, root=base,
-        problems=problems, unique_bodyparts=unique)
+        problems=problems, unique_bodyparts=unique, skipped_images=skipped)

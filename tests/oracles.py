@@ -56,3 +56,79 @@ def paf_loop(keypoints: np.ndarray, graph, stride: float, size: tuple[int, int],
                             out[b, 2 * li, i, j] = ux * t
                             out[b, 2 * li + 1, i, j] = uy * t
     return out
+
+
+def dekr_centers(keypoints: np.ndarray) -> np.ndarray:
+    """DeepLabCut's ``add_center_keypoints`` per instance: ``(B, N, K, 3)`` ->
+    ``(B, N, K+1, 3)``, the centre = the mean of the keypoints with ``v > 0`` (v = 2), or
+    ``(0, 0, 0)`` when there is none."""
+    b_, n_, k_, _ = keypoints.shape
+    out = np.zeros((b_, n_, k_ + 1, 3), np.float32)
+    out[:, :, :k_] = keypoints
+    for b in range(b_):
+        for n in range(n_):
+            pts = [(float(x), float(y)) for x, y, v in keypoints[b, n]
+                   if v > 0 and np.isfinite(x) and np.isfinite(y)]
+            if pts:
+                out[b, n, k_] = (sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts), 2)
+    return out
+
+
+def dekr_loop(keypoints: np.ndarray, area: np.ndarray, stride: float, size: tuple[int, int],
+              pos_dist_thresh: float = 17, bg_weight: float = 0.1) -> dict[str, np.ndarray]:
+    """``DEKRGenerator.forward``, one element at a time. ``keypoints (B, N, K+1, 3)`` with
+    the centre last (float32), ``area (B, N)`` float32. The squares are written with
+    ``d * d`` (DLC's scalar ``d ** 2`` is libm's powf, an ulp away at times); NaN
+    coordinates count as missing. Everything else, including the ``offset != 0`` test for
+    "already set", follows DeepLabCut's loop."""
+    b_, n_, k1, _ = keypoints.shape
+    k_ = k1 - 1
+    w, h = size
+    s = float(stride)
+    scale = 1 / s
+    sgm, ct_sgm = (pos_dist_thresh / 2) * scale, pos_dist_thresh * scale
+    radius = pos_dist_thresh * scale
+    hm = np.zeros((b_, k1, h, w), np.float32)
+    hw = 2 * np.ones((b_, k1, h, w), np.float32)
+    off = np.zeros((b_, 2 * k_, h, w), np.float32)
+    ow = np.zeros((b_, 2 * k_, h, w), np.float32)
+    amap = np.zeros((b_, h, w), np.float32)
+    for b in range(b_):
+        for n in range(n_):
+            p = keypoints[b, n]
+            ct_x, ct_y = int(p[-1, 0]), int(p[-1, 1])
+            cx_s, cy_s = (ct_x - s / 2) / s, (ct_y - s / 2) / s
+            for k in range(k1):
+                x, y, v = p[k]
+                if not (np.isfinite(x) and np.isfinite(y)):
+                    v = min(v, np.float32(0))
+                if v == -1:
+                    hw[b, k] = 0.0
+                    continue
+                if not v > 0:
+                    continue
+                sigma = ct_sgm if k == k_ else sgm
+                xs, ys = (x - s / 2) / s, (y - s / 2) / s  # float32
+                if xs < 0 or ys < 0 or xs >= w or ys >= h:
+                    continue
+                ul = int(np.floor(xs - 3 * sigma - 1)), int(np.floor(ys - 3 * sigma - 1))
+                br = int(np.ceil(xs + 3 * sigma + 2)), int(np.ceil(ys + 3 * sigma + 2))
+                for j in range(max(0, ul[1]), min(br[1], h)):
+                    for i in range(max(0, ul[0]), min(br[0], w)):
+                        dx, dy = i - xs, j - ys
+                        g = np.exp(-(dx * dx + dy * dy) / (2 * sigma ** 2))
+                        hm[b, k, j, i] = max(hm[b, k, j, i], g)
+                        hw[b, k, j, i] = 1.0
+                if k == k_:
+                    continue
+                for i in range(max(int(cx_s - radius), 0), min(int(cx_s + radius), w)):
+                    for j in range(max(int(cy_s - radius), 0), min(int(cy_s + radius), h)):
+                        set_ = off[b, 2 * k, j, i] != 0 or off[b, 2 * k + 1, j, i] != 0
+                        if set_ and amap[b, j, i] < area[b, n]:
+                            continue
+                        off[b, 2 * k, j, i] = i - xs
+                        off[b, 2 * k + 1, j, i] = j - ys
+                        ow[b, 2 * k, j, i] = ow[b, 2 * k + 1, j, i] = 1.0 / np.sqrt(area[b, n])
+                        amap[b, j, i] = area[b, n]
+    hw[hw == 2] = bg_weight
+    return {"heatmap": hm, "heatmap_weight": hw, "offset": off, "offset_weight": ow}

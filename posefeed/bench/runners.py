@@ -101,31 +101,10 @@ def endless(loader: Any) -> Iterator[Any]:
 # posefeed
 # --------------------------------------------------------------------------------------
 def make_codecs(names: list[str], input_size: tuple[int, int]) -> list[Any]:
-    out = []
-    for name in names:
-        if name == "simcc":
-            from posefeed.targets.simcc import SimCC
+    """The spec's codecs by registry name (`posefeed.targets.build_codec`), at stride 4."""
+    from posefeed.targets import build_codec
 
-            out.append(SimCC(input_size=input_size, sigma=(4.9, 5.66), split_ratio=2.0))
-        elif name == "heatmap":
-            from posefeed.targets.gaussian_heatmap import GaussianHeatmap
-
-            w, h = input_size
-            out.append(_construct(GaussianHeatmap, input_size=input_size,
-                                  heatmap_size=(w // 4, h // 4), sigma=2.0))
-        else:
-            raise ValueError(f"unknown codec {name!r}")
-    return out
-
-
-def _construct(cls: Any, **kw: Any) -> Any:
-    """``cls(**kw)`` keeping only the keyword arguments its signature takes."""
-    import inspect
-
-    params = inspect.signature(cls).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return cls(**kw)
-    return cls(**{k: v for k, v in kw.items() if k in params})
+    return [build_codec(name, input_size) for name in names]
 
 
 def posefeed_loader(spec: dict[str, Any], table: Any, *, cache: str | None = None,

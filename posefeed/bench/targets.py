@@ -1,6 +1,6 @@
 """`posefeed bench --targets`: codec micro-benchmarks (encode time per batch, NumPy and CuPy).
 
-Times every codec in `posefeed.targets`: ``encode`` of a ``(B, 1, K, 3)`` batch of random keypoints in the input, median of ``repeats`` calls after
+Times the codecs of `TIMED_CODECS` (built through `posefeed.targets.build_codec`): ``encode`` of a ``(B, 1, K, 3)`` batch of random keypoints in the input, median of ``repeats`` calls after
 warm-up, with the per-sample NumPy loop of the reference loader (MMPose style) for comparison.
 """
 from __future__ import annotations
@@ -11,27 +11,20 @@ from typing import Any, Callable
 import numpy as np
 
 
-def _codecs(input_size: tuple[int, int]) -> list[Any]:
-    import posefeed.targets as t
+#: the codecs timed, by registry name, with arguments beyond `build_codec`'s defaults
+TIMED_CODECS: dict[str, dict[str, Any]] = {
+    "simcc": {},
+    "heatmap": {},
+    "udp_heatmap": {},
+    "dlc": {"pos_dist_thresh": 17.0},   # DeepLabCut's default radius, as timed so far
+}
 
-    w, h = input_size
-    out = []
-    if hasattr(t, "SimCC"):
-        out.append(t.SimCC(input_size=input_size))
-    if hasattr(t, "GaussianHeatmap"):
-        out.append(t.GaussianHeatmap(input_size=input_size, heatmap_size=(w // 4, h // 4)))
-    for name in ("UDPHeatmap",):
-        if hasattr(t, name):
-            try:
-                out.append(getattr(t, name)(input_size=input_size, heatmap_size=(w // 4, h // 4)))
-            except TypeError:
-                pass
-    if hasattr(t, "DLCHeatmap"):  # DeepLabCut's target on the same input, stride 4 (+ locref)
-        try:
-            out.append(t.DLCHeatmap(stride=4.0, heatmap_size=(w // 4, h // 4)))
-        except TypeError:
-            pass
-    return out
+
+def _codecs(input_size: tuple[int, int]) -> list[Any]:
+    """Every timed codec at ``input_size``, maps at stride 4."""
+    from posefeed.targets import build_codec
+
+    return [build_codec(name, input_size, 4, **kw) for name, kw in TIMED_CODECS.items()]
 
 
 def _time(fn: Callable[[], Any], repeats: int, sync: Callable[[], None] | None = None) -> float:

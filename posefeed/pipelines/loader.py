@@ -20,7 +20,7 @@ from posefeed.pipelines.graph import GraphSpec, build_pipeline, output_names
 from posefeed.pipelines.errors import BadImageError, PipelineError  # noqa: F401
 from posefeed.pipelines.images import ImageReader, find_undecodable
 from posefeed.pipelines.source import BatchSource, SourceSpec
-from posefeed.targets._backend import cupy_or_none
+from posefeed.targets import cupy_or_none
 from posefeed.targets.base import Codec
 
 log = logging.getLogger("posefeed.pipelines")

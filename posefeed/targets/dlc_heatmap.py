@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from enum import Enum
 from typing import Any, Mapping
 
 import numpy as np
@@ -17,9 +18,18 @@ from posefeed.targets._common import (
     split_keypoints,
     to_backend,
 )
+from posefeed.targets import kernels
 from posefeed.targets.base import Codec
 
 _BIG = 1.0e7  # coordinates are clipped to +-_BIG px before window arithmetic (never drawn there)
+
+
+class DLCMode(str, Enum):
+    """DeepLabCut's heatmap modes (its ``HeatmapGenerator.Mode``); a ``str`` enum, so
+    ``DLCMode.PLATEAU == "plateau"`` and the strings keep working as arguments."""
+
+    GAUSSIAN = "gaussian"   # max_n exp(-d^2 / (2 sigma^2)) over the full map
+    PLATEAU = "plateau"     # 1 inside the disk d <= pos_dist_thresh, else 0
 
 
 def _zero_cells(flat: Array, prev: dict, channels: int, hw: int, fresh: bool) -> None:
@@ -84,7 +94,7 @@ class DLCHeatmap(Codec):
     Args:
         stride: input pixels per heatmap cell (may be odd or fractional).
         heatmap_size: heatmap ``(W, H)`` in cells (DLC takes it from the model output).
-        mode: ``"gaussian"`` or ``"plateau"``.
+        mode: `DLCMode` (or its value, ``"gaussian"`` or ``"plateau"``).
         pos_dist_thresh: :math:`t` in input pixels (DLC default 17).
         locref_std: locref scale in input pixels (DLC default 7.2801).
         locref: also produce ``locref`` / ``locref_weight``.
@@ -99,7 +109,7 @@ class DLCHeatmap(Codec):
         self,
         stride: float,
         heatmap_size: tuple[int, int],
-        mode: str = "gaussian",
+        mode: DLCMode | str = DLCMode.GAUSSIAN,
         pos_dist_thresh: float = 17,
         locref_std: float = 7.2801,
         locref: bool = True,
@@ -110,9 +120,9 @@ class DLCHeatmap(Codec):
         if self.stride <= 0:
             raise ValueError(f"stride must be positive; got {stride!r}")
         self.heatmap_size = size_pair(heatmap_size, "heatmap_size")
-        if mode not in ("gaussian", "plateau"):
+        if mode not in tuple(DLCMode):
             raise ValueError(f"mode must be 'gaussian' or 'plateau'; got {mode!r}")
-        self.mode = mode
+        self.mode = DLCMode(mode)
         self.pos_dist_thresh = float(pos_dist_thresh)
         self.std = 2.0 * self.pos_dist_thresh / 3.0
         self.locref_std = float(locref_std)
@@ -133,7 +143,7 @@ class DLCHeatmap(Codec):
         return ("heatmap", "heatmap_weight")
 
     def __repr__(self) -> str:
-        return (f"DLCHeatmap(stride={self.stride}, heatmap_size={self.heatmap_size}, mode={self.mode!r}, "
+        return (f"DLCHeatmap(stride={self.stride}, heatmap_size={self.heatmap_size}, mode={self.mode.value!r}, "
                 f"pos_dist_thresh={self.pos_dist_thresh}, locref_std={self.locref_std}, locref={self.locref})")
 
     # ------------------------------------------------------------------ encode
@@ -178,8 +188,6 @@ class DLCHeatmap(Codec):
             prev = dict(memo)
             memo.clear()  # stays empty if anything below raises: the next call rewrites all
         if self.use_kernel and xp.__name__ == "cupy":
-            from posefeed.targets import kernels  # noqa: PLC0415
-
             dst = None if out is None else self._check_out(xp, out, b, k)
             return kernels.dlc_targets(self, kp, out=dst)  # writes every element
         if out is not None:
@@ -193,7 +201,7 @@ class DLCHeatmap(Codec):
         gy = xp.asarray(self.grid_y, dtype=xp.float64)
         x64 = x.astype(xp.float64)
         y64 = y.astype(xp.float64)
-        plateau = self.mode == "plateau"
+        plateau = self.mode is DLCMode.PLATEAU
         hw_ = h * w
         new_memo: dict[str, Any] = {}
         if plateau or self.locref:  # the disks: instance (b, n, k) and cell of each
@@ -278,7 +286,7 @@ class DLCHeatmap(Codec):
         """Fresh outputs: ``empty`` for the maps every element of which is written, ``zeros``
         (calloc'd pages) for the sparse ones."""
         shapes = self.output_shapes(b, k)
-        sparse = {"locref_weight"} | ({"heatmap", "locref"} if self.mode == "plateau" else set())
+        sparse = {"locref_weight"} | ({"heatmap", "locref"} if self.mode is DLCMode.PLATEAU else set())
         return {name: (xp.zeros if name in sparse else xp.empty)(shapes[name], dtype=xp.float32)
                 for name in self.output_names}
 

@@ -1,81 +1,13 @@
 """MSRA Gaussian heatmaps (MMPose ``MSRAHeatmap``), with MMPose's decoders incl. DARK."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from functools import partial
+from typing import Any
 
 import numpy as np
 
-from posefeed.targets._common import (
-    Array,
-    as_keypoints,
-    gather2d,
-    heatmap_argmax,
-    mmpose_visibility,
-    msra_patch,
-    patch_weight,
-    modulate_blur,
-    outer_product_maps,
-    size_pair,
-    split_keypoints,
-    to_backend,
-)
-from posefeed.targets.base import Codec
-
-
-def windowed_gaussian_max(
-    xp: Any,
-    cx: Array, cy: Array,
-    x_lo: Array, x_hi: Array, y_lo: Array, y_hi: Array,
-    on: Array, size: tuple[int, int], sigma: float, out: Array | None = None,
-) -> Array:
-    """Max over instances of Gaussian patches, separably.
-
-    Per instance ``(B, N, K)``: centre ``(cx, cy)`` in heatmap cells (float), a window of
-    columns ``[x_lo, x_hi)`` and rows ``[y_lo, y_hi)`` (ints; the map is drawn only there)
-    and a flag ``on``. Value at ``(i, j)``: ``exp(-((j-cx)^2 + (i-cy)^2) / (2 sigma^2))``,
-    computed as ``exp(-(j-cx)^2/(2s^2)) * exp(-(i-cy)^2/(2s^2))`` (equal within 2 float32
-    ulps). Returns ``(B, K, H, W)`` float32, written into ``out`` when given (the product
-    goes straight into it for ``N = 1``; ``N > 1`` takes the max of an ``N``-times temporary).
-    """
-    w, h = size
-    c = xp.float32(1.0 / (2.0 * sigma * sigma))
-    j = xp.arange(w, dtype=xp.float32)
-    i = xp.arange(h, dtype=xp.float32)
-    dx = j - cx[..., None].astype(xp.float32)
-    dy = i - cy[..., None].astype(xp.float32)
-    ji = xp.arange(w)
-    ii = xp.arange(h)
-    inx = on[..., None] & (ji >= x_lo[..., None]) & (ji < x_hi[..., None])
-    iny = on[..., None] & (ii >= y_lo[..., None]) & (ii < y_hi[..., None])
-    ex = xp.where(inx, xp.exp(-(dx * dx) * c), xp.float32(0)).astype(xp.float32)
-    ey = xp.where(iny, xp.exp(-(dy * dy) * c), xp.float32(0)).astype(xp.float32)
-    if ex.shape[1] == 1:
-        return outer_product_maps(xp, ey[:, 0], ex[:, 0], out=out)
-    return xp.max(ey[..., :, None] * ex[..., None, :], axis=1, out=out)
-
-
-def encode_heatmap(codec: Any, keypoints: Array, out: Any, kernel_mode: int) -> dict[str, Array]:
-    """``encode`` of :class:`GaussianHeatmap` / ``UDPHeatmap``: the fused kernel on CuPy,
-    else ``instance_params`` + :func:`windowed_gaussian_max`; into ``out`` when given."""
-    xp, kp = as_keypoints(keypoints)
-    dst = None if out is None else codec._check_out(xp, out, kp.shape[0], kp.shape[2])
-    if codec.use_kernel and xp.__name__ == "cupy":
-        from posefeed.targets import kernels  # noqa: PLC0415
-
-        return kernels.gaussian_targets(codec, kp, mode=kernel_mode, out=dst)
-    xp, p, weight = codec.instance_params(kp)
-    hm = windowed_gaussian_max(xp, size=codec.heatmap_size, sigma=codec.sigma,
-                               out=None if dst is None else dst["heatmap"], **p)
-    if dst is None:
-        return {"heatmap": hm, "keypoint_weight": weight}
-    xp.copyto(dst["keypoint_weight"], weight)
-    return dst
-
-
-def heatmap_output_shapes(codec: Any, batch_size: int, num_keypoints: int) -> dict[str, tuple[int, ...]]:
-    w, h = codec.heatmap_size
-    return {"heatmap": (int(batch_size), int(num_keypoints), h, w),
-            "keypoint_weight": (int(batch_size), int(num_keypoints))}
+from posefeed.targets._common import Array, gather2d, modulate_blur, msra_patch, patch_weight
+from posefeed.targets._heatmap_base import GaussianHeatmapBase, GaussianMode
 
 
 def refine_quarter(xp: Any, heatmaps: Array, col: Array, row: Array) -> tuple[Array, Array]:
@@ -122,7 +54,7 @@ def refine_dark(xp: Any, heatmaps: Array, col: Array, row: Array, ksize: int) ->
     return x.astype(xp.float32), y.astype(xp.float32)
 
 
-class GaussianHeatmap(Codec):
+class GaussianHeatmap(GaussianHeatmapBase):
     r"""MSRA Gaussian heatmaps (MMPose ``MSRAHeatmap``; SimpleBaseline / HRNet).
 
     A keypoint ``(x, y)`` in input pixels maps to heatmap cells by dividing by the stride
@@ -165,20 +97,14 @@ class GaussianHeatmap(Codec):
         blur_kernel_size: int = 11,
         use_kernel: bool = True,
     ) -> None:
-        self.input_size = size_pair(input_size, "input_size")
-        self.heatmap_size = size_pair(heatmap_size, "heatmap_size")
-        self.sigma = float(sigma)
-        if self.sigma <= 0:
-            raise ValueError(f"sigma must be positive; got {sigma!r}")
+        super().__init__(input_size, heatmap_size, sigma, blur_kernel_size, use_kernel)
         self.unbiased = bool(unbiased)
-        self.blur_kernel_size = int(blur_kernel_size)
-        self.use_kernel = bool(use_kernel)
         self.scale_factor = (np.asarray(self.input_size, dtype=np.float64)
                              / np.asarray(self.heatmap_size)).astype(np.float32)
 
     @property
-    def output_names(self) -> tuple[str, ...]:
-        return ("heatmap", "keypoint_weight")
+    def kernel_mode(self) -> GaussianMode:
+        return GaussianMode.UNBIASED if self.unbiased else GaussianMode.MSRA
 
     def __repr__(self) -> str:
         return (f"GaussianHeatmap(input_size={self.input_size}, heatmap_size={self.heatmap_size}, "
@@ -186,13 +112,9 @@ class GaussianHeatmap(Codec):
 
     # ------------------------------------------------------------------ encode
     def instance_params(self, keypoints: Array) -> tuple[Any, dict[str, Array], Array]:
-        """Per-instance drawing parameters ``(B, N, K)``: ``cx, cy`` (float32 cells),
-        ``x_lo, x_hi, y_lo, y_hi`` (int64 window), ``on`` (bool), and the weights."""
-        xp, x, y, v = split_keypoints(keypoints)
-        vis = mmpose_visibility(xp, v)
-        draw = vis >= 0.5
-        kx = x / xp.float32(self.scale_factor[0])
-        ky = y / xp.float32(self.scale_factor[1])
+        """Per-instance drawing parameters ``(B, N, K)`` (see the base class): the MSRA patch,
+        or with ``unbiased`` the full map around the float centre."""
+        xp, kx, ky, draw, vis = self._cells(keypoints)
         if self.unbiased:
             w, h = self.heatmap_size
             r = 3.0 * self.sigma
@@ -206,15 +128,6 @@ class GaussianHeatmap(Codec):
             p, weight = msra_patch(xp, kx, ky, self.sigma, self.heatmap_size, draw, vis)
         return xp, p, weight
 
-    def output_shapes(self, batch_size: int, num_keypoints: int) -> dict[str, tuple[int, ...]]:
-        return heatmap_output_shapes(self, batch_size, num_keypoints)
-
-    def encode(self, keypoints: Array, out: Mapping[str, Array] | None = None) -> dict[str, Array]:
-        """``keypoints (B, N, K, 3)`` in input pixels -> ``heatmap (B, K, H, W)`` in [0, 1]
-        and ``keypoint_weight (B, K)``, float32, same array module as the input (written
-        into ``out``'s arrays when given)."""
-        return encode_heatmap(self, keypoints, out, 1 if self.unbiased else 0)
-
     # ------------------------------------------------------------------ decode
     def decode(self, heatmap: Any, dark: bool | None = None) -> tuple[Any, Any]:
         """``heatmap (..., K, H, W)`` (NumPy, CuPy or torch) -> ``keypoints (..., K, 2)`` in
@@ -226,18 +139,9 @@ class GaussianHeatmap(Codec):
         multiplied by the stride. Where the maximum is <= 0 the location is -1 (MMPose
         returns -1 * stride there).
         """
-        xp, (hm,), wrap = to_backend(heatmap)
-        hm = hm.astype(xp.float32)
-        col, row, score = heatmap_argmax(xp, hm)
         use_dark = self.unbiased if dark is None else bool(dark)
-        if use_dark:
-            x, y = refine_dark(xp, hm, col, row, self.blur_kernel_size)
-        else:
-            x, y = refine_quarter(xp, hm, col, row)
-        kp = xp.stack([x * xp.float32(self.scale_factor[0]),
-                       y * xp.float32(self.scale_factor[1])], axis=-1)
-        kp = xp.where((score <= 0)[..., None], xp.float32(-1), kp).astype(xp.float32)
-        return wrap(kp), wrap(score)
+        refine = partial(refine_dark, ksize=self.blur_kernel_size) if use_dark else refine_quarter
+        return self._decode(heatmap, refine, self.scale_factor)
 
     def decode_dark(self, heatmap: Any) -> tuple[Any, Any]:
         """``decode(heatmap, dark=True)``."""

@@ -1,22 +1,13 @@
 """UDP Gaussian heatmaps (MMPose ``UDPHeatmap``, ``heatmap_type='gaussian'``)."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from functools import partial
+from typing import Any
 
 import numpy as np
 
-from posefeed.targets._common import (
-    Array,
-    heatmap_argmax,
-    mmpose_visibility,
-    msra_patch,
-    modulate_blur,
-    size_pair,
-    split_keypoints,
-    to_backend,
-)
-from posefeed.targets.base import Codec
-from posefeed.targets.gaussian_heatmap import encode_heatmap, heatmap_output_shapes
+from posefeed.targets._common import Array, modulate_blur, msra_patch
+from posefeed.targets._heatmap_base import GaussianHeatmapBase, GaussianMode
 
 
 def refine_dark_udp(xp: Any, heatmaps: Array, col: Array, row: Array, ksize: int) -> tuple[Array, Array]:
@@ -59,7 +50,7 @@ def refine_dark_udp(xp: Any, heatmaps: Array, col: Array, row: Array, ksize: int
     return x.astype(xp.float32), y.astype(xp.float32)
 
 
-class UDPHeatmap(Codec):
+class UDPHeatmap(GaussianHeatmapBase):
     r"""Unbiased Data Processing heatmaps (Huang et al. 2020; MMPose ``UDPHeatmap``).
 
     The scale is measured between the first and last pixel centres: ``s = (w - 1)/(W - 1)``
@@ -85,6 +76,7 @@ class UDPHeatmap(Codec):
     """
 
     name = "udp_heatmap"
+    min_heatmap_size = 2        # the stride (w - 1) / (W - 1) needs two cells
 
     def __init__(
         self,
@@ -95,59 +87,32 @@ class UDPHeatmap(Codec):
         mmpose_decode_scale: bool = False,
         use_kernel: bool = True,
     ) -> None:
-        self.input_size = size_pair(input_size, "input_size")
-        self.heatmap_size = size_pair(heatmap_size, "heatmap_size")
-        if min(self.heatmap_size) < 2:
-            raise ValueError("UDP needs heatmap_size >= 2 on both axes")
-        self.sigma = float(sigma)
-        if self.sigma <= 0:
-            raise ValueError(f"sigma must be positive; got {sigma!r}")
-        self.blur_kernel_size = int(blur_kernel_size)
+        super().__init__(input_size, heatmap_size, sigma, blur_kernel_size, use_kernel)
         self.mmpose_decode_scale = bool(mmpose_decode_scale)
-        self.use_kernel = bool(use_kernel)
         self.scale_factor = ((np.asarray(self.input_size, dtype=np.float64) - 1)
                              / (np.asarray(self.heatmap_size) - 1)).astype(np.float32)
 
     @property
-    def output_names(self) -> tuple[str, ...]:
-        return ("heatmap", "keypoint_weight")
+    def kernel_mode(self) -> GaussianMode:
+        return GaussianMode.UDP
 
     def __repr__(self) -> str:
         return f"UDPHeatmap(input_size={self.input_size}, heatmap_size={self.heatmap_size}, sigma={self.sigma})"
 
     def instance_params(self, keypoints: Array) -> tuple[Any, dict[str, Array], Array]:
         """Per-instance drawing parameters, as :meth:`GaussianHeatmap.instance_params`."""
-        xp, x, y, v = split_keypoints(keypoints)
-        vis = mmpose_visibility(xp, v)
-        draw = vis >= 0.5
-        kx = x / xp.float32(self.scale_factor[0])
-        ky = y / xp.float32(self.scale_factor[1])
+        xp, kx, ky, draw, vis = self._cells(keypoints)
         p, weight = msra_patch(xp, kx, ky, self.sigma, self.heatmap_size, draw, vis,
                                subpixel=True)
         return xp, p, weight
 
-    def output_shapes(self, batch_size: int, num_keypoints: int) -> dict[str, tuple[int, ...]]:
-        return heatmap_output_shapes(self, batch_size, num_keypoints)
-
-    def encode(self, keypoints: Array, out: Mapping[str, Array] | None = None) -> dict[str, Array]:
-        """``keypoints (B, N, K, 3)`` in input pixels -> ``heatmap (B, K, H, W)`` in [0, 1]
-        and ``keypoint_weight (B, K)``, float32, same array module as the input (written
-        into ``out``'s arrays when given)."""
-        return encode_heatmap(self, keypoints, out, 2)
-
     def decode(self, heatmap: Any) -> tuple[Any, Any]:
         """``heatmap (..., K, H, W)`` (NumPy, CuPy or torch) -> ``keypoints (..., K, 2)`` in
         input pixels and ``scores (..., K)``; -1 where the map maximum is <= 0."""
-        xp, (hm,), wrap = to_backend(heatmap)
-        hm = hm.astype(xp.float32)
-        col, row, score = heatmap_argmax(xp, hm)
-        x, y = refine_dark_udp(xp, hm, col, row, self.blur_kernel_size)
         if self.mmpose_decode_scale:
             w, h = self.heatmap_size
-            sx = self.input_size[0] / (w - 1)
-            sy = self.input_size[1] / (h - 1)
+            stride = (self.input_size[0] / (w - 1), self.input_size[1] / (h - 1))
         else:
-            sx, sy = float(self.scale_factor[0]), float(self.scale_factor[1])
-        kp = xp.stack([x * xp.float32(sx), y * xp.float32(sy)], axis=-1)
-        kp = xp.where((score <= 0)[..., None], xp.float32(-1), kp).astype(xp.float32)
-        return wrap(kp), wrap(score)
+            stride = (float(self.scale_factor[0]), float(self.scale_factor[1]))
+        return self._decode(heatmap, partial(refine_dark_udp, ksize=self.blur_kernel_size),
+                            stride)

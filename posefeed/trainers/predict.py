@@ -12,7 +12,9 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from posefeed.targets import cupy_or_none
 from posefeed.trainers.metrics import evaluate_keypoints, keypoint_rmse, mean_pose
+from posefeed.trainers.trainer import prepare_image
 
 
 def decode_outputs(codec: Any, outputs: dict[str, Tensor], heatmap_logits: bool = False
@@ -21,8 +23,6 @@ def decode_outputs(codec: Any, outputs: dict[str, Tensor], heatmap_logits: bool 
     ``codec.decode`` (SimCC: ``x_logits, y_logits``; DLC: ``heatmap, locref``; heatmap:
     ``heatmap``). ``heatmap_logits``: apply a sigmoid first (BCE-trained heatmaps).
     CUDA outputs are decoded with CuPy when it is installed, else moved to the CPU first."""
-    from posefeed.targets._backend import cupy_or_none  # noqa: PLC0415
-
     if any(v.is_cuda for v in outputs.values()) and cupy_or_none() is None:
         outputs = {k: v.cpu() for k, v in outputs.items()}
     if "x_logits" in outputs:
@@ -69,8 +69,6 @@ def predict(model: nn.Module, loader: Iterable[dict[str, Tensor]], codec: Any,
     rank's predictions are gathered, so each rank returns those of the whole set (a
     PoseLoader shards itself across the ranks), in table-row order.
     """
-    from posefeed.trainers.trainer import prepare_image  # noqa: PLC0415 - avoid a cycle
-
     if device is None:
         device = next(model.parameters()).device
     model.eval()

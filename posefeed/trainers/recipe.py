@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from posefeed.targets import build_codec
 from posefeed.trainers.losses import LossConfig, PoseLoss
 from posefeed.trainers.models import ModelConfig, build_model, count_parameters
 from posefeed.trainers.predict import evaluate, mean_pose_rmse, write_dlc_predictions
@@ -103,21 +104,6 @@ def default_input_size(table: Any, mode: str, stride: int, max_side: int = 320
     s = min(1.0, max_side / max(w, h))
     return (max(stride, int(round(w * s / stride)) * stride),
             max(stride, int(round(h * s / stride)) * stride))
-
-
-def build_codec(kind: str, input_size: tuple[int, int], heatmap_stride: int = 4) -> Any:
-    """The codec for ``kind`` at ``input_size`` (heatmaps at ``heatmap_stride``)."""
-    hm = (input_size[0] // heatmap_stride, input_size[1] // heatmap_stride)
-    if kind == "heatmap":
-        from posefeed.targets.gaussian_heatmap import GaussianHeatmap  # noqa: PLC0415
-        return GaussianHeatmap(input_size, hm, sigma=2.0)
-    if kind == "dlc":
-        from posefeed.targets.dlc_heatmap import DLCHeatmap  # noqa: PLC0415
-        return DLCHeatmap(heatmap_stride, hm, pos_dist_thresh=17.0 * heatmap_stride / 8)
-    if kind == "simcc":
-        from posefeed.targets.simcc import SimCC  # noqa: PLC0415
-        return SimCC(input_size)
-    raise ValueError(f"unknown codec {kind!r} (use 'heatmap', 'dlc' or 'simcc')")
 
 
 def build_loaders(rc: RunConfig, train: Any, test: Any, codec: Any, mode: str,

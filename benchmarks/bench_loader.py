@@ -92,13 +92,12 @@ def run_one(args: tuple) -> float:
     table = load(dataset, 4 * batch * 4)
     kw = VARIANTS[variant]
     if kw is None:
-        from posefeed.bench.reference import (RefAugment, ReferenceTopdownDataset,
-                                              make_reference_loader)
+        from posefeed.bench.reference import ReferenceTopdownDataset, make_reference_loader
         from posefeed.pipelines import AugmentConfig
 
         ds = ReferenceTopdownDataset.from_table(
             table, input_size=(192, 256), codecs=("simcc",),
-            augment=RefAugment.from_config(AugmentConfig.rtmpose_stage1()), seed=0)
+            augment=AugmentConfig.rtmpose_stage1(), seed=0)
         loader = make_reference_loader(ds, batch, threads, seed=0)
         it = iter(loader)
     else:

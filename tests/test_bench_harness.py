@@ -8,14 +8,10 @@ import time
 
 import numpy as np
 
-from posefeed.bench.harness import (
-    measure,
-    process_tree,
-    run_runner,
-    shapes_of,
-    tree_cpu_seconds,
-    tree_memory_mb,
-)
+from posefeed.bench.harness import run_runner
+from posefeed.bench.measure import measure, shapes_of
+from posefeed.bench.proc import (cpu_breakdown, process_tree, thread_cpu_seconds,
+                                 tree_cpu_seconds, tree_memory_mb)
 
 BUSY = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\n"
 
@@ -103,8 +99,6 @@ def test_unknown_runner():
 
 
 def test_thread_breakdown():
-    from posefeed.bench.harness import cpu_breakdown, thread_cpu_seconds
-
     snap = thread_cpu_seconds()
     assert snap and all(v >= 0 for v in snap.values())
     before = {"1 a": 1.0, "2 a": 1.0, "3 b": 0.0}

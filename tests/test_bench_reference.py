@@ -8,10 +8,10 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
+from posefeed.pipelines.augment import AugmentConfig  # noqa: E402
 from posefeed.bench.reference import (  # noqa: E402
     IMAGENET_MEAN_RGB,
     IMAGENET_STD_RGB,
-    RefAugment,
     ReferenceTopdownDataset,
     affine_matrix,
     bbox_center_scale,
@@ -79,7 +79,7 @@ def _one_pixel_dataset(tmp_path, augment, codecs=("simcc", "heatmap"), flip_pair
 
 
 def test_dataset_geometry_and_targets_closed_form(tmp_path):
-    ds = _one_pixel_dataset(tmp_path, RefAugment.off())
+    ds = _one_pixel_dataset(tmp_path, AugmentConfig.none())
     s = ds[0]
     assert s["image"].shape == (3, 64, 48) and s["image"].dtype == np.float32
     # keypoint (30, 40) -> (30 - 30.5 + 23.5, 40 - 40.5 + 31.5) = (23, 31)
@@ -102,8 +102,8 @@ def test_dataset_geometry_and_targets_closed_form(tmp_path):
 
 
 def test_dataset_flip_swaps_and_mirrors(tmp_path):
-    ds = _one_pixel_dataset(tmp_path, RefAugment.off().__class__(**{
-        **RefAugment.off().__dict__, "flip_prob": 1.0}), codecs=("simcc",))
+    ds = _one_pixel_dataset(tmp_path, AugmentConfig.none().with_(flip_prob=1.0),
+                            codecs=("simcc",))
     s = ds[0]
     # flipped x = 99 - 30 = 69, flipped centre 99 - 30.5 = 68.5 -> input x 69 - 68.5 + 23.5 = 24;
     # keypoint 0 moves to channel 1 (flip pair (0, 1))
@@ -115,10 +115,9 @@ def test_dataset_flip_swaps_and_mirrors(tmp_path):
 
 def test_dataset_augmented_geometry_matches_image(tmp_path):
     """Under the full stage-1 recipe the white pixel still sits under keypoint 0 (when kept)."""
-    aug = RefAugment.stage1().__class__(**{**RefAugment.stage1().__dict__, "hue_delta": 0,
-                                           "sat_delta": 0, "val_delta": 0, "blur_prob": 0.0,
-                                           "median_blur_prob": 0.0, "dropout_prob": 0.0,
-                                           "scale_range": (1.0, 1.4)})
+    aug = AugmentConfig.rtmpose_stage1().with_(hue_delta=0, saturation_delta=0, value_delta=0,
+                                               blur_prob=0.0, median_blur_prob=0.0,
+                                               dropout_prob=0.0, scale_range=(1.0, 1.4))
     ds = _one_pixel_dataset(tmp_path, aug, codecs=("simcc",), flip_pairs=())
     ds.seed_worker(0)
     checked = 0
@@ -196,12 +195,29 @@ def test_photometric_helpers():
         assert len(zero) == hh * ww
 
 
-def test_from_config_matches_augment_config():
-    pipelines = pytest.importorskip("posefeed.pipelines")
-    ref = RefAugment.from_config(pipelines.AugmentConfig.rtmpose_stage1())
-    assert ref == RefAugment.stage1()
-    assert RefAugment.from_config(pipelines.AugmentConfig.rtmpose_stage2()) == RefAugment.stage2()
-    off = RefAugment.from_config(pipelines.AugmentConfig.none())
+#: RTMPose stage 1 / stage 2 as published (MMPose rtmpose-m_8xb256-420e_coco-256x192.py and
+#: the defaults of RandomHalfBody, RandomBBoxTransform, YOLOXHSVRandomAug), typed from there
+RTMPOSE_STAGE1 = dict(flip_prob=0.5, half_body_prob=0.3, half_body_min_keypoints=9,
+                      half_body_min_upper=2, half_body_min_lower=3, half_body_padding=1.5,
+                      half_body_upper_prob=0.7, shift_factor=0.16, shift_prob=0.3,
+                      scale_range=(0.6, 1.4), scale_prob=1.0, rotate_factor=80.0,
+                      rotate_prob=0.6, hue_delta=5, saturation_delta=30, value_delta=30,
+                      blur_prob=0.1, median_blur_prob=0.1, dropout_prob=1.0,
+                      dropout_size=(0.2, 0.4))
+RTMPOSE_STAGE2 = {**RTMPOSE_STAGE1, "shift_factor": 0.0, "scale_range": (0.75, 1.25),
+                  "rotate_factor": 60.0, "dropout_prob": 0.5}
+
+
+@pytest.mark.parametrize("cfg, published", [(AugmentConfig.rtmpose_stage1(), RTMPOSE_STAGE1),
+                                            (AugmentConfig.rtmpose_stage2(), RTMPOSE_STAGE2)],
+                         ids=["stage1", "stage2"])
+def test_reference_runs_the_published_recipe(tmp_path, cfg, published):
+    """The reference takes posefeed's AugmentConfig itself (no second copy of the numbers);
+    those numbers are RTMPose's."""
+    ds = _one_pixel_dataset(tmp_path, cfg)
+    assert {k: getattr(ds.augment, k) for k in published} == published
+    assert ds.augment.blur_sizes == ds.augment.median_blur_sizes == (3, 5, 7)  # blur_limit 7
+    off = _one_pixel_dataset(tmp_path, AugmentConfig.none()).augment
     assert off.flip_prob == 0 and off.rotate_prob == 0 and off.dropout_prob == 0
 
 
@@ -214,7 +230,7 @@ def test_half_body_split():
 
 
 def test_loader_spawn_workers_batches(tmp_path):
-    ds = _one_pixel_dataset(tmp_path, RefAugment.stage1(), codecs=("simcc",))
+    ds = _one_pixel_dataset(tmp_path, AugmentConfig.rtmpose_stage1(), codecs=("simcc",))
     loader = make_reference_loader(ds, batch_size=3, workers=1, num_samples=6)
     batches = list(loader)
     assert len(batches) == 2
@@ -237,7 +253,7 @@ def test_reference_matches_posefeed_without_augmentation(coco_json):
     loader = pipelines.PoseLoader(table, [SimCC()], schedule=pipelines.AugmentConfig.none(),
                                   batch_size=4, shuffle=False, device="cpu", num_threads=1)
     batch = next(iter(loader))
-    ds = ReferenceTopdownDataset.from_table(table, augment=RefAugment.off())
+    ds = ReferenceTopdownDataset.from_table(table, augment=AugmentConfig.none())
     for i in range(4):
         s = ds[int(batch["index"][i, 0])]
         np.testing.assert_allclose(s["keypoints"], batch["keypoints"][i].numpy(), atol=1e-3)

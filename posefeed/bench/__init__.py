@@ -7,8 +7,10 @@ Modules:
   would write it.
 - `runners`: one runner per loader (posefeed uncached / host cache / device cache / stages
   off, the reference, decode-only floors, training fed by each); each runs in its own process.
-- `harness`: the subprocess per runner and the measurement (samples/s, CPU seconds per
-  sample over the whole process tree, peak RSS / PSS, GPU memory).
+- `harness`: the subprocess per runner (spawn, time-out, kill its process group, read
+  the result back); `measure`: the timed loop inside it (samples/s, CPU seconds per sample
+  over the whole process tree, peak RSS / PSS via `Monitor`, GPU memory); `proc`: the
+  ``/proc`` process-tree accounting both use.
 - `suite`: the plan of runners and the report dict (the ``--json`` file); `report`: tables,
   JSON, PNG; `targets`: codec micro-benchmarks (``--targets``); `data`: PATH -> PoseTable.
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from posefeed.datasets import SYNTHETIC, dataset_path, load_dataset
+
 
 def prepare_dataset(path: str | Path, out: str | Path | None = None, **synthetic: Any) -> str:
     """``path`` as given (checked to exist), or for ``"synthetic"`` the COCO json of the
     synthetic dataset (generated once; ``synthetic`` kwargs go to `make_synthetic`)."""
-    from posefeed.datasets import SYNTHETIC, dataset_path
-
     if str(path) == SYNTHETIC:
         return str(dataset_path(SYNTHETIC, out=out, **synthetic))
     p = Path(path)
@@ -32,8 +32,6 @@ def load_table(path: str | Path, category: str | int | None = None,
     """A `PoseTable` from a dataset path (COCO json, DLC project / .h5 / .csv); ``category``:
     the COCO keypoint category when the file has several; ``on_bad_image="skip"``: images
     whose header cannot be read leave the table (for every runner alike)."""
-    from posefeed.datasets import load_dataset
-
     return load_dataset(str(path), category=category, on_bad_image=on_bad_image)
 
 

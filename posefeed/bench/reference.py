@@ -26,90 +26,32 @@ and a box of width ``s`` fills the input width ``w`` (scale factor ``w / s``).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import multiprocessing as mp
 import os
-from dataclasses import dataclass
-from typing import Any, Sequence
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Sequence
 
+import cv2
 import numpy as np
+import torch
+from torch.utils.data import DataLoader, RandomSampler
 
-IMAGENET_MEAN_RGB = np.array([123.675, 116.28, 103.53], dtype=np.float32)
-IMAGENET_STD_RGB = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+from posefeed.constants import COCO_LOWER_BODY, COCO_UPPER_BODY, IMAGENET_MEAN, IMAGENET_STD
 
-#: COCO-17 upper / lower body keypoint ids (MMPose's ``upper_body_ids`` / ``lower_body_ids``)
-COCO_UPPER_BODY = tuple(range(11))
-COCO_LOWER_BODY = tuple(range(11, 17))
+if TYPE_CHECKING:  # posefeed.pipelines imports DALI: see recipe_fields
+    from posefeed.pipelines.augment import AugmentConfig
+
+IMAGENET_MEAN_RGB = np.asarray(IMAGENET_MEAN, dtype=np.float32)
+IMAGENET_STD_RGB = np.asarray(IMAGENET_STD, dtype=np.float32)
 
 
-@dataclass(frozen=True)
-class RefAugment:
-    """The RTMPose stage-1 recipe (MMPose ``rtmpose-m_8xb256-420e_coco-256x192``), as numbers."""
-
-    flip_prob: float = 0.5
-    half_body_prob: float = 0.3
-    half_body_min_total: int = 9
-    half_body_min_upper: int = 2
-    half_body_min_lower: int = 3
-    half_body_padding: float = 1.5
-    half_body_upper_prob: float = 0.7
-    shift_factor: float = 0.16
-    shift_prob: float = 0.3
-    scale_range: tuple[float, float] = (0.6, 1.4)
-    scale_prob: float = 1.0
-    rotate_factor: float = 80.0
-    rotate_prob: float = 0.6
-    hue_delta: int = 5
-    sat_delta: int = 30
-    val_delta: int = 30
-    blur_prob: float = 0.1
-    median_blur_prob: float = 0.1
-    blur_limit: tuple[int, int] = (3, 7)
-    dropout_prob: float = 1.0
-    dropout_size: tuple[float, float] = (0.2, 0.4)
-
-    @classmethod
-    def stage1(cls) -> "RefAugment":
-        return cls()
-
-    @classmethod
-    def stage2(cls) -> "RefAugment":
-        """The last-30-epochs recipe: no shift, scale 0.75-1.25, rotation 60, dropout p 0.5."""
-        return cls(shift_factor=0.0, scale_range=(0.75, 1.25), rotate_factor=60.0, dropout_prob=0.5)
-
-    @classmethod
-    def off(cls) -> "RefAugment":
-        """No augmentation at all (plain centre crop of the padded box)."""
-        return cls(flip_prob=0.0, half_body_prob=0.0, shift_prob=0.0, scale_prob=0.0,
-                   rotate_prob=0.0, hue_delta=0, sat_delta=0, val_delta=0, blur_prob=0.0,
-                   median_blur_prob=0.0, dropout_prob=0.0)
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> "RefAugment":
-        """The same numbers as a posefeed ``AugmentConfig`` (posefeed.pipelines.augment)."""
-        blur = tuple(int(s) for s in (getattr(cfg, "blur_sizes", None) or (3, 7)))
-        return cls(
-            flip_prob=float(cfg.flip_prob),
-            half_body_prob=float(cfg.half_body_prob),
-            half_body_min_total=int(cfg.half_body_min_keypoints),
-            half_body_min_upper=int(cfg.half_body_min_upper),
-            half_body_min_lower=int(cfg.half_body_min_lower),
-            half_body_padding=float(cfg.half_body_padding),
-            half_body_upper_prob=float(cfg.half_body_upper_prob),
-            shift_factor=float(cfg.shift_factor),
-            shift_prob=float(cfg.shift_prob),
-            scale_range=(float(cfg.scale_range[0]), float(cfg.scale_range[1])),
-            scale_prob=float(cfg.scale_prob),
-            rotate_factor=float(cfg.rotate_factor),
-            rotate_prob=float(cfg.rotate_prob),
-            hue_delta=int(cfg.hue_delta),
-            sat_delta=int(cfg.saturation_delta),
-            val_delta=int(cfg.value_delta),
-            blur_prob=float(cfg.blur_prob),
-            median_blur_prob=float(cfg.median_blur_prob),
-            blur_limit=(min(blur), max(blur)),
-            dropout_prob=float(cfg.dropout_prob),
-            dropout_size=(float(cfg.dropout_size[0]), float(cfg.dropout_size[1])),
-        )
+def recipe_fields(cfg: AugmentConfig) -> SimpleNamespace:
+    """The numbers of an `AugmentConfig` as a plain namespace (same field names). Workers
+    receive this instead of the dataclass, because unpickling an ``AugmentConfig`` imports
+    ``posefeed.pipelines``, hence DALI, into every worker the benchmark measures."""
+    return SimpleNamespace(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
 
 
 # --------------------------------------------------------------------------------------
@@ -172,11 +114,12 @@ def truncnorm(rng: np.random.Generator, size: int | tuple[int, ...]) -> np.ndarr
 
 
 def half_body_box(keypoints: np.ndarray, upper: Sequence[int], lower: Sequence[int],
-                  aug: RefAugment, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+                  aug: Any, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
     """MMPose ``RandomHalfBody``: with probability ``half_body_prob`` (and enough visible
-    keypoints) a new centre / scale around the upper or the lower body; else None."""
+    keypoints) a new centre / scale around the upper or the lower body; else None. ``aug``
+    holds `AugmentConfig`'s fields."""
     vis = keypoints[:, 2] > 0
-    if vis.sum() < aug.half_body_min_total or rng.random() > aug.half_body_prob:
+    if vis.sum() < aug.half_body_min_keypoints or rng.random() > aug.half_body_prob:
         return None
     up = [i for i in upper if vis[i]]
     lo = [i for i in lower if vis[i]]
@@ -202,8 +145,6 @@ def half_body_box(keypoints: np.ndarray, upper: Sequence[int], lower: Sequence[i
 # --------------------------------------------------------------------------------------
 def hsv_jitter(img_bgr: np.ndarray, gains: np.ndarray) -> np.ndarray:
     """YOLOX HSV jitter with integer ``gains (3,)`` = (hue, sat, val) deltas, via one LUT."""
-    import cv2
-
     if not np.any(gains):
         return img_bgr
     x = np.arange(256, dtype=np.int16)
@@ -325,7 +266,7 @@ class ReferenceTopdownDataset:
 
     def __init__(self, paths: Sequence[str], bboxes: np.ndarray, keypoints: np.ndarray,
                  flip_pairs: Sequence[tuple[int, int]] = (), input_size: tuple[int, int] = (192, 256),
-                 codecs: Sequence[str] = ("simcc",), augment: RefAugment | None = None,
+                 codecs: Sequence[str] = ("simcc",), augment: AugmentConfig | None = None,
                  upper_body: Sequence[int] | None = None, lower_body: Sequence[int] | None = None,
                  padding: float = 1.25, seed: int = 0) -> None:
         self.paths = [str(p) for p in paths]
@@ -340,7 +281,12 @@ class ReferenceTopdownDataset:
         unknown = set(self.codecs) - {"simcc", "heatmap"}
         if unknown:
             raise ValueError(f"unknown reference codecs {sorted(unknown)} (simcc, heatmap)")
-        self.augment = augment if augment is not None else RefAugment.stage1()
+        if augment is None:
+            # the default recipe; a lazy import keeps DALI out of the spawned workers
+            from posefeed.pipelines.augment import AugmentConfig  # noqa: PLC0415 - see above
+
+            augment = AugmentConfig.rtmpose_stage1()
+        self.augment = recipe_fields(augment)
         if upper_body is None and lower_body is None and k == 17:
             upper_body, lower_body = COCO_UPPER_BODY, COCO_LOWER_BODY
         self.upper = tuple(upper_body or ())
@@ -412,8 +358,6 @@ class ReferenceTopdownDataset:
         return m, out.astype(np.float32)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        import cv2
-
         rng = self.rng
         aug = self.augment
         img = cv2.imread(self.paths[index], cv2.IMREAD_COLOR)
@@ -424,16 +368,16 @@ class ReferenceTopdownDataset:
         crop = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
         # photometric (YOLOXHSVRandomAug, then albumentations Blur / MedianBlur / CoarseDropout)
-        if aug.hue_delta or aug.sat_delta or aug.val_delta:
-            gains = rng.uniform(-1, 1, 3) * np.array([aug.hue_delta, aug.sat_delta, aug.val_delta])
+        if aug.hue_delta or aug.saturation_delta or aug.value_delta:
+            gains = rng.uniform(-1, 1, 3) * np.array([aug.hue_delta, aug.saturation_delta,
+                                                      aug.value_delta])
             gains = (gains * rng.integers(0, 2, 3)).astype(np.int16)
             crop = hsv_jitter(crop, gains)
-        lo, hi = aug.blur_limit
         if aug.blur_prob > 0 and rng.random() < aug.blur_prob:
-            ks = int(rng.choice(np.arange(lo, hi + 1, 2)))
+            ks = int(rng.choice(np.asarray(aug.blur_sizes)))
             crop = cv2.blur(crop, (ks, ks))
         if aug.median_blur_prob > 0 and rng.random() < aug.median_blur_prob:
-            ks = int(rng.choice(np.arange(lo, hi + 1, 2)))
+            ks = int(rng.choice(np.asarray(aug.median_blur_sizes)))
             crop = cv2.medianBlur(crop, ks)
         if aug.dropout_prob > 0 and rng.random() < aug.dropout_prob:
             crop = coarse_dropout(crop, rng, aug.dropout_size)
@@ -457,9 +401,6 @@ class ReferenceTopdownDataset:
 
 def worker_init(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: one OpenCV thread per worker, a NumPy generator per worker."""
-    import cv2
-    import torch
-
     cv2.setNumThreads(1)
     cv2.ocl.setUseOpenCL(False)
     torch.set_num_threads(1)
@@ -475,12 +416,6 @@ def make_reference_loader(dataset: ReferenceTopdownDataset, batch_size: int = 64
     processes (spawn / forkserver: a forked loader hangs when the parent already started
     OpenCV or DALI threads), persistent, shuffled, ``drop_last``; iterates ``num_samples``
     samples (default: effectively endless, so epoch ends never stall a benchmark)."""
-    import multiprocessing as mp
-
-    import cv2
-    import torch
-    from torch.utils.data import DataLoader, RandomSampler
-
     cv2.setNumThreads(1)
     g = torch.Generator()
     g.manual_seed(seed)

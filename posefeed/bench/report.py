@@ -5,6 +5,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 LABELS = {
     "reference": "reference (DataLoader + OpenCV)",
     "posefeed": "posefeed",
@@ -39,9 +42,6 @@ def write_json(report: dict[str, Any], path: str | Path) -> Path:
 
 def render(report: dict[str, Any], console: Any = None) -> None:
     """Print the tables (loaders, posefeed stages, training) and the goal lines."""
-    from rich.console import Console
-    from rich.table import Table
-
     console = console or Console()
     m, cfg = report["machine"], report["config"]
     console.print(
@@ -138,10 +138,12 @@ def render(report: dict[str, Any], console: Any = None) -> None:
 def plot(report: dict[str, Any], path: str | Path) -> Path:
     """A horizontal bar chart of samples/s per loader (ratios against the reference written on
     the bars) and, when training ran, a second panel with the fraction of the appetite."""
+    # matplotlib only when a plot is written: it is slow to import, and the backend must
+    # be chosen (Agg, no display) before pyplot is imported
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg")
 
     runs = report["runs"]
     names = [n for n in runs if not n.startswith("train_")]

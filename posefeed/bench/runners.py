@@ -1,10 +1,15 @@
 """One runner per loader. Each runs inside its own fresh process (see `harness`), builds its
-loader from the spec, and returns `harness.measure`'s dict (plus a few facts of its own).
+loader from the spec, and returns `measure.measure`'s dict (plus a few facts of its own).
 
 The spec (a JSON dict) has: ``data`` (dataset path), ``batch_size``, ``threads``, ``device``
 ("cpu" | "gpu"), ``input_size`` [w, h], ``codecs`` (["simcc"] or ["simcc", "heatmap"]),
 ``iters`` (None: time-based), ``seconds``, ``warmup``, ``seed``, ``min_rows`` (tile small
 tables to this many rows; default 32 batches), ``limit`` (use only the first rows), ``model``.
+
+Imports: each runner imports the libraries of its own loader inside its function (torch,
+cv2, DALI, posefeed.pipelines, the reference loader, the trainers), so a runner's process,
+whose start-up, CPU and memory are what the benchmark reports, holds only what that loader
+needs; the parent imports this module for `DESCRIPTIONS` without loading any of them.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from posefeed.bench.harness import measure
+from posefeed.bench.measure import measure
 
 RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {}
 
@@ -35,10 +40,12 @@ def runner(name: str, description: str) -> Callable:
 # shared set-up
 # --------------------------------------------------------------------------------------
 def _setup_threads(spec: dict[str, Any]) -> None:
+    # per runner: see "Imports" in the module docstring
     import torch
 
     threads = max(int(spec.get("threads", 1)), 1)
     torch.set_num_threads(threads)
+    # per runner: see "Imports" in the module docstring
     import cv2
 
     cv2.setNumThreads(1)  # never start OpenCV's pool in a process that spawns workers
@@ -49,6 +56,7 @@ def _gpu(spec: dict[str, Any]) -> bool:
 
 
 def _table(spec: dict[str, Any]) -> Any:
+    # per runner: see "Imports" in the module docstring
     from posefeed.bench.data import load_table, tile_table
 
     table = load_table(spec["data"], spec.get("category"),
@@ -64,6 +72,7 @@ def _measure(spec: dict[str, Any], source: Iterator[Any], started: float, **kw: 
     gpu = _gpu(spec)
     sync = None
     if gpu:
+        # per runner: see "Imports" in the module docstring
         import torch
 
         sync = torch.cuda.synchronize
@@ -102,6 +111,7 @@ def endless(loader: Any) -> Iterator[Any]:
 # --------------------------------------------------------------------------------------
 def make_codecs(names: list[str], input_size: tuple[int, int]) -> list[Any]:
     """The spec's codecs by registry name (`posefeed.targets.build_codec`), at stride 4."""
+    # per runner: see "Imports" in the module docstring
     from posefeed.targets import build_codec
 
     return [build_codec(name, input_size) for name in names]
@@ -109,6 +119,7 @@ def make_codecs(names: list[str], input_size: tuple[int, int]) -> list[Any]:
 
 def posefeed_loader(spec: dict[str, Any], table: Any, *, cache: str | None = None,
                     targets: bool = True, augment: bool = True) -> Any:
+    # per runner: see "Imports" in the module docstring
     from posefeed.pipelines import AugmentConfig, PoseLoader, rtmpose_schedule
 
     input_size = tuple(int(v) for v in spec.get("input_size", (192, 256)))
@@ -160,10 +171,11 @@ def run_posefeed_no_aug(spec: dict[str, Any], started: float) -> dict[str, Any]:
 # the reference CPU loader
 # --------------------------------------------------------------------------------------
 def reference_loader(spec: dict[str, Any], table: Any, *, augment: bool = True) -> Any:
-    from posefeed.bench.reference import RefAugment, ReferenceTopdownDataset, make_reference_loader
+    # per runner: see "Imports" in the module docstring
+    from posefeed.bench.reference import ReferenceTopdownDataset, make_reference_loader
     from posefeed.pipelines import AugmentConfig
 
-    aug = RefAugment.from_config(AugmentConfig.rtmpose_stage1() if augment else AugmentConfig.none())
+    aug = AugmentConfig.rtmpose_stage1() if augment else AugmentConfig.none()
     input_size = tuple(int(v) for v in spec.get("input_size", (192, 256)))
     ds = ReferenceTopdownDataset.from_table(table, input_size=input_size,
                                             codecs=tuple(spec.get("codecs", ["simcc"])),
@@ -213,6 +225,7 @@ def _row_paths(table: Any, seed: int) -> list[str]:
 
 @runner("decode_dali", "DALI decoders.image on the same files (one decode per instance), same threads")
 def run_decode_dali(spec: dict[str, Any], started: float) -> dict[str, Any]:
+    # per runner: see "Imports" in the module docstring
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
@@ -223,6 +236,7 @@ def run_decode_dali(spec: dict[str, Any], started: float) -> dict[str, Any]:
     gpu = _gpu(spec)
     bs = int(spec["batch_size"])
     if gpu:  # so the monitor can read device memory in use (as for the torch-based runners)
+        # per runner: see "Imports" in the module docstring
         import torch
 
         torch.cuda.init()
@@ -249,6 +263,7 @@ def run_decode_dali(spec: dict[str, Any], started: float) -> dict[str, Any]:
 
 @runner("decode_cv2", "cv2.imdecode of the same files in a thread pool of the same size")
 def run_decode_cv2(spec: dict[str, Any], started: float) -> dict[str, Any]:
+    # per runner: see "Imports" in the module docstring
     from concurrent.futures import ThreadPoolExecutor
 
     import cv2
@@ -288,6 +303,7 @@ def run_decode_cv2(spec: dict[str, Any], started: float) -> dict[str, Any]:
 def make_model(spec: dict[str, Any], num_keypoints: int) -> tuple[Any, Callable[[Any, dict], Any], str]:
     """``(model, loss_fn(outputs, batch) -> scalar, description)``: posefeed.trainers' SimCC
     model (small widths on CPU)."""
+    # per runner: see "Imports" in the module docstring
     from posefeed.trainers.losses import PoseLoss
     from posefeed.trainers.models import ModelConfig, build_model
 
@@ -306,6 +322,7 @@ def make_model(spec: dict[str, Any], num_keypoints: int) -> tuple[Any, Callable[
 
 
 def _train_step_fn(spec: dict[str, Any], num_keypoints: int) -> tuple[Callable[[dict], None], str, int]:
+    # per runner: see "Imports" in the module docstring
     import torch
 
     gpu = _gpu(spec)
@@ -332,6 +349,7 @@ def _train_step_fn(spec: dict[str, Any], num_keypoints: int) -> tuple[Callable[[
 
 def _fake_batch(spec: dict[str, Any], num_keypoints: int) -> dict[str, Any]:
     """One batch with the loader's keys and shapes (targets from random keypoints)."""
+    # per runner: see "Imports" in the module docstring
     import torch
 
     from posefeed.bench.reference import simcc_targets

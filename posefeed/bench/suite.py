@@ -9,7 +9,7 @@ Report keys (also the ``--json`` file):
   ``samples_per_s`` and ``cpu_s_per_sample`` (null when not run or failed), plus details,
 - ``ratios``: against the reference (samples/s ratio, and CPU per sample ratio),
 - ``stages``: posefeed's per-stage breakdown,
-- ``runs``: every runner's full result (see `posefeed.bench.harness.measure`).
+- ``runs``: every runner's full result (see `posefeed.bench.measure.measure`).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from posefeed.bench.data import prepare_dataset
 from posefeed.bench.harness import run_runner
 from posefeed.bench.runners import DESCRIPTIONS
 
@@ -251,8 +252,6 @@ def run_bench(cfg: BenchConfig, *, progress: Callable[[str, dict[str, Any] | Non
     """Run every planned runner (``cfg.repeat`` interleaved rounds, each run in its own
     process; the median run by samples/s is kept) and return the report dict.
     ``progress(name, result_or_None)`` is called before and after each run."""
-    from posefeed.bench.data import prepare_dataset
-
     machine = machine_info()
     out = str(Path(workdir) / "synthetic") if workdir else None
     data = prepare_dataset(cfg.data, out)

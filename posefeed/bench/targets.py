@@ -9,6 +9,11 @@ import time
 from typing import Any, Callable
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from posefeed.bench.reference import msra_heatmap, simcc_targets
+from posefeed.targets import build_codec
 
 
 #: the codecs timed, by registry name, with arguments beyond `build_codec`'s defaults
@@ -22,8 +27,6 @@ TIMED_CODECS: dict[str, dict[str, Any]] = {
 
 def _codecs(input_size: tuple[int, int]) -> list[Any]:
     """Every timed codec at ``input_size``, maps at stride 4."""
-    from posefeed.targets import build_codec
-
     return [build_codec(name, input_size, 4, **kw) for name, kw in TIMED_CODECS.items()]
 
 
@@ -44,8 +47,6 @@ def _time(fn: Callable[[], Any], repeats: int, sync: Callable[[], None] | None =
 def run_targets(batch_size: int = 64, num_keypoints: int = 17, input_size: tuple[int, int] = (192, 256),
                 repeats: int = 20, device: str = "cpu", seed: int = 0) -> list[dict[str, Any]]:
     """Rows ``{codec, backend, batch, ms_per_batch, us_per_sample, outputs}``."""
-    from posefeed.bench.reference import msra_heatmap, simcc_targets
-
     rng = np.random.default_rng(seed)
     w, h = input_size
     kp = np.concatenate([rng.uniform(-10, [w + 10, h + 10], (batch_size, 1, num_keypoints, 2)),
@@ -55,7 +56,7 @@ def run_targets(batch_size: int = 64, num_keypoints: int = 17, input_size: tuple
     backends: list[tuple[str, Any, Callable[[], None] | None]] = [("numpy", kp, None)]
     if device == "gpu":
         try:
-            import cupy as cp
+            import cupy as cp  # optional (the gpu extra); may fail to load without a GPU
 
             backends.append(("cupy", cp.asarray(kp), cp.cuda.Device().synchronize))
         except Exception:
@@ -79,9 +80,6 @@ def run_targets(batch_size: int = 64, num_keypoints: int = 17, input_size: tuple
 
 
 def render_targets(rows: list[dict[str, Any]], console: Any = None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     console = console or Console()
     t = Table(title="Codec encode time (median per batch)")
     for col in ("codec", "backend", "batch", "ms / batch", "us / sample", "outputs"):

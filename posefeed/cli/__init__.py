@@ -1,4 +1,10 @@
-"""The ``posefeed`` command line (typer). One module per command; heavy imports stay lazy."""
+"""The ``posefeed`` command line (typer). One module per command.
+
+Every command module is imported whenever ``posefeed`` runs (`_register`, so that typer
+knows all commands, even for ``--help``), so each command imports its heavy libraries
+(torch, DALI, pandas, matplotlib, rich's widgets) inside its function: a lazy import marked
+``# lazy: CLI start-up`` is one of those.
+"""
 from __future__ import annotations
 
 import typer
@@ -16,7 +22,8 @@ def _root() -> None:
 
 def _register() -> None:
     """Import the command modules; each adds its command to ``app``."""
-    # one line per command module, e.g.:  from posefeed.cli import inspect  # noqa: F401
+    # inside a function: each command module imports `app` from here (a top-level import
+    # would be a cycle). One line per command module:
     from posefeed.cli import inspect  # noqa: F401
     from posefeed.cli import bench  # noqa: F401
     from posefeed.cli import show  # noqa: F401

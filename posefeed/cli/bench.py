@@ -61,6 +61,7 @@ def bench(
     """Run posefeed, the reference CPU loader (torch DataLoader + OpenCV, as MMPose users run
     it) and decode-only floors on the same data, recipe and thread budget, each in its own
     process; print samples/s, CPU per sample, peak memory and ratios."""
+    # lazy: CLI start-up (see posefeed/cli/__init__.py)
     from rich.console import Console
 
     console = Console()
@@ -70,6 +71,7 @@ def bench(
         raise typer.BadParameter("--start-method must be spawn or forkserver (a forked "
                                  "DataLoader can hang once OpenCV or DALI threads exist)")
     if device == "gpu":
+        # lazy: CLI start-up (see posefeed/cli/__init__.py)
         import torch
 
         if not torch.cuda.is_available():
@@ -80,6 +82,7 @@ def bench(
     choice("--on-bad-image", on_bad_image, ("raise", "skip"))
 
     if targets:
+        # lazy: CLI start-up (see posefeed/cli/__init__.py)
         import json
 
         from posefeed.bench.targets import render_targets, run_targets
@@ -92,6 +95,7 @@ def bench(
             console.print(f"wrote {json_out}")
         return
 
+    # lazy: CLI start-up (see posefeed/cli/__init__.py)
     from posefeed.bench.report import LABELS, plot, render, write_json
     from posefeed.bench.suite import BenchConfig, plan, run_bench
 
@@ -99,6 +103,7 @@ def bench(
                       iters=iters, seconds=seconds, warmup=warmup, cache=cache, stages=stages,
                       train=train, codecs=list(codec), repeat=repeat, start_method=start_method,
                       pin=pin, limit=limit, on_bad_image=on_bad_image, category=category)
+    # lazy: CLI start-up (see posefeed/cli/__init__.py)
     from posefeed.bench.data import load_table, prepare_dataset
 
     # fail early, with the loader's message (posefeed.cli.errors: exit code 2), before

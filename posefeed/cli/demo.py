@@ -17,6 +17,7 @@ from posefeed.cli import app
 def save_samples(data: Path, out: Path, console) -> None:
     """The ``posefeed show`` grid in frame mode (skipped with a note if it fails)."""
     try:
+        # lazy: CLI start-up (see posefeed/cli/__init__.py)
         from posefeed.cli.show import show_command  # noqa: PLC0415
 
         show_command(path=str(data), out=out, stage=1, n=12, mode="frame", width=256,
@@ -37,6 +38,7 @@ def demo(
 ) -> None:
     """Generate a synthetic dataset, show augmented samples, train a small model for a few
     minutes and compare its held-out keypoint error with the mean-pose baseline."""
+    # lazy: CLI start-up (see posefeed/cli/__init__.py)
     from rich.console import Console  # noqa: PLC0415
 
     from posefeed.cli.train import print_result, train_with_progress  # noqa: PLC0415

@@ -12,6 +12,7 @@ from posefeed.cli.errors import choice
 
 
 def _print_summary(console, summary: dict, path: str) -> None:  # noqa: ANN001 - rich Console
+    # lazy: CLI start-up (see posefeed/cli/__init__.py)
     from rich.markup import escape  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
@@ -70,6 +71,7 @@ def inspect_command(
     Prints frames, instances, bodyparts, the labelled fraction per bodypart, image sizes,
     flip pairs and problems found.
     """
+    # lazy: CLI start-up (see posefeed/cli/__init__.py)
     from rich.console import Console  # noqa: PLC0415
     from rich.markup import escape  # noqa: PLC0415
 
@@ -89,6 +91,7 @@ def inspect_command(
     summary = summarize(table)
     bad = bool(table.skipped_images)
     if deep:
+        # lazy: CLI start-up (see posefeed/cli/__init__.py)
         from rich.progress import Progress  # noqa: PLC0415
 
         images = table.images

@@ -15,10 +15,11 @@ from posefeed.cli.errors import choice
 def render_grid(batch: dict, skeleton: list[tuple[int, int]], out: Path, title: str,
                 stride: int = 4) -> Path:
     """Draw ``batch`` (uint8 images, keypoints, ``heatmap``) into a PNG grid at ``out``."""
+    # lazy: CLI start-up (see posefeed/cli/__init__.py)
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after use("Agg")
     import numpy as np  # noqa: PLC0415
 
     img = batch["image"].cpu().numpy().transpose(0, 2, 3, 1)
@@ -83,6 +84,7 @@ def show_command(
                                            "(name or id) when the file has several."),
 ) -> None:
     """Draw a grid of augmented samples with keypoints, skeleton and the summed heatmap target."""
+    # lazy: CLI start-up (see posefeed/cli/__init__.py)
     from posefeed.datasets import resolve_dataset  # noqa: PLC0415
     from posefeed.pipelines import AugmentConfig, PoseLoader  # noqa: PLC0415
     from posefeed.targets.gaussian_heatmap import GaussianHeatmap  # noqa: PLC0415

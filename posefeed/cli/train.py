@@ -26,6 +26,7 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 
 def progress_callbacks(console, total: int):
     """A rich progress bar (loss, lr, samples/s) and a log function printing above it."""
+    # lazy: CLI start-up (see posefeed/cli/__init__.py)
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress,  # noqa: PLC0415
                                TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 
@@ -45,6 +46,7 @@ def progress_callbacks(console, total: int):
 
 
 def print_result(console, result: dict, out: Path) -> None:
+    # lazy: CLI start-up (see posefeed/cli/__init__.py)
     from rich.table import Table  # noqa: PLC0415
 
     t = Table(title=f"held-out split ({result['test_instances']} instances)")
@@ -99,6 +101,7 @@ def train(
                                            "(name or id) when the file has several"),
 ) -> None:
     """Train a small built-in model on PATH and evaluate it on a held-out split."""
+    # lazy: CLI start-up (see posefeed/cli/__init__.py)
     from rich.console import Console  # noqa: PLC0415
 
     # torch and the trainers load only when the command runs
@@ -124,6 +127,7 @@ def train(
 
 def train_with_progress(rc, console) -> dict:
     """`recipe.run` with a live progress bar (total filled in once the loader exists)."""
+    # lazy: CLI start-up (see posefeed/cli/__init__.py)
     from posefeed.trainers.recipe import run  # noqa: PLC0415
 
     state: dict = {}

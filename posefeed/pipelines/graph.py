@@ -25,8 +25,7 @@ from posefeed.pipelines.source import OUTPUTS, SourceFn
 from posefeed.targets.base import Codec
 
 #: ImageNet mean / std in 0..255 units (RGB)
-MEAN = (123.675, 116.28, 103.53)
-STD = (58.395, 57.12, 57.375)
+from posefeed.constants import IMAGENET_MEAN as MEAN, IMAGENET_STD as STD
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from posefeed.constants import COCO_LOWER_BODY as COCO_LOWER, COCO_UPPER_BODY as COCO_UPPER
 from posefeed.pipelines.augment import AugmentConfig
 from posefeed.pipelines.geometry import (box_center_scale, crop_matrices, fix_aspect,
                                          flip_matrices, inside, transform_points,
@@ -19,8 +20,6 @@ from posefeed.pipelines.geometry import (box_center_scale, crop_matrices, fix_as
 #: largest blur kernel; smaller box kernels are zero-padded to this size (same result)
 MAX_KERNEL = 7
 
-COCO_UPPER = tuple(range(11))      # nose .. right_wrist
-COCO_LOWER = tuple(range(11, 17))  # hips, knees, ankles
 
 
 @dataclass

@@ -10,7 +10,7 @@ import numpy as np
 def cupy_or_none() -> ModuleType | None:
     """CuPy when it is installed and imports, else None (CPU-only machines)."""
     try:
-        import cupy  # noqa: PLC0415
+        import cupy  # noqa: PLC0415 - optional (gpu extra); absent or unloadable on CPU hosts
     except Exception:  # ImportError, or a CUDA runtime that fails to load
         return None
     return cupy

@@ -121,7 +121,7 @@ def size_pair(value: tuple[int, int] | list[int], what: str) -> tuple[int, int]:
 def _torch() -> ModuleType | None:
     """torch when installed (a posefeed dependency; absent only in stripped-down installs)."""
     try:
-        import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415 - only for torch inputs: NumPy/CuPy codecs never load it
     except ImportError:  # pragma: no cover - torch is a dependency
         return None
     return torch
@@ -174,7 +174,7 @@ def to_backend(*arrays: Any) -> tuple[ModuleType, list[Array], Callable[[Array],
     """
     first = next((a for a in arrays if a is not None), None)
     if first is not None and _is_torch(first):
-        import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415 - only for torch inputs (see _torch)
 
         out = []
         cuda = first.device.type == "cuda"

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
+from posefeed.pipelines.augment import AugmentConfig
+from posefeed.pipelines.loader import PoseLoader
+
 try:
     import lightning as L  # noqa: N812
 except ImportError as e:  # pragma: no cover - exercised only without the extra
@@ -97,9 +100,6 @@ class PoseDataModule(L.LightningDataModule):
 
 
 def _pose_loader(table: Any, codecs: Any, train: bool, **kwargs: Any) -> Any:
-    from posefeed.pipelines.augment import AugmentConfig  # noqa: PLC0415
-    from posefeed.pipelines.loader import PoseLoader  # noqa: PLC0415
-
     if not train:
         kwargs = dict(kwargs, shuffle=False, drop_last=False, schedule=AugmentConfig.none())
     return PoseLoader(table, codecs, **kwargs)

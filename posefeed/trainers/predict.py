@@ -10,6 +10,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from posefeed.targets import cupy_or_none
@@ -101,8 +102,6 @@ def predict(model: nn.Module, loader: Iterable[dict[str, Tensor]], codec: Any,
 def _gather_ranks(parts: list) -> list | None:
     """Every rank's ``parts`` (a list of arrays), when ``torch.distributed`` runs with more
     than one process; else None."""
-    import torch.distributed as dist  # noqa: PLC0415
-
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
         return None
     out: list = [None] * dist.get_world_size()

@@ -15,6 +15,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from posefeed.datasets.resolve import load_dataset
+from posefeed.pipelines.augment import AugmentConfig
+from posefeed.pipelines.cache import CacheTooLarge
+from posefeed.pipelines.loader import PoseLoader
 from posefeed.targets import build_codec
 from posefeed.trainers.losses import LossConfig, PoseLoss
 from posefeed.trainers.models import ModelConfig, build_model, count_parameters
@@ -58,8 +62,6 @@ class RunConfig:
 def load_table(path: str | Path, category: str | int | None = None,
                on_bad_image: str = "raise") -> Any:
     """Any dataset posefeed reads (DLC project / .h5 / .csv, COCO .json)."""
-    from posefeed.datasets.resolve import load_dataset  # noqa: PLC0415
-
     return load_dataset(path, category=category, on_bad_image=on_bad_image)
 
 
@@ -110,10 +112,6 @@ def build_loaders(rc: RunConfig, train: Any, test: Any, codec: Any, mode: str,
                   input_size: tuple[int, int]) -> tuple[Any, Any]:
     """(train loader, evaluation loader), both `PoseLoader`s; the training one keeps decoded
     frames in host memory when they fit (decode once), the evaluation one is unaugmented."""
-    from posefeed.pipelines.augment import AugmentConfig  # noqa: PLC0415
-    from posefeed.pipelines.cache import CacheTooLarge  # noqa: PLC0415
-    from posefeed.pipelines.loader import PoseLoader  # noqa: PLC0415
-
     # a CUDA model gets a GPU pipeline when CuPy is there for the targets, else a CPU one
     dev = "auto" if resolve_device(rc.device).type == "cuda" else "cpu"
     common = dict(mode=mode, input_size=input_size, device=dev, seed=rc.seed,
@@ -218,10 +216,11 @@ def plot_history(history: list[dict[str, Any]], step_losses: list[float], baseli
                  out: Path) -> None:
     """``loss.png`` (per batch and per epoch) and ``metrics.png`` (RMSE vs the mean-pose
     baseline, PCK, OKS AP) with matplotlib's Agg backend."""
+    # matplotlib only when plots are written (slow to import); Agg before pyplot
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after use("Agg")
 
     fig, ax = plt.subplots(figsize=(7, 4))
     if step_losses:

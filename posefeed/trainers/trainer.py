@@ -27,12 +27,10 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor, nn
 
+from posefeed.constants import IMAGENET_MEAN, IMAGENET_STD
 from posefeed.trainers.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
 from posefeed.trainers.losses import PoseLoss
 from posefeed.trainers.schedule import ExpMomentumEMA, WarmupFlatCosine, build_optimizer
-
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 @dataclass

@@ -1,11 +1,13 @@
-"""Test oracles: direct per-element loops written from other projects' rules (here
-DeepLabCut 3.0.2's multi-animal target generators), independent of posefeed's vectorised
-code. Slow by design: keep the maps small."""
+"""Test oracles: direct per-element loops written from other projects' rules (MMPose's
+codecs, DeepLabCut 3.0.2's target generators), independent of posefeed's vectorised code.
+Slow by design: keep the maps small. Builders (datasets, arrays) are in `helpers`."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
+
+from posefeed.targets import DLCHeatmap, GaussianHeatmap, SimCC, UDPHeatmap
 
 
 def dlc_grid(size: tuple[int, int], stride: float) -> tuple[np.ndarray, np.ndarray]:
@@ -132,3 +134,185 @@ def dekr_loop(keypoints: np.ndarray, area: np.ndarray, stride: float, size: tupl
                         amap[b, j, i] = area[b, n]
     hw[hw == 2] = bg_weight
     return {"heatmap": hm, "heatmap_weight": hw, "offset": off, "offset_weight": ow}
+
+
+def dlc_loop(c: DLCHeatmap, keypoints: np.ndarray):
+    """DeepLabCut's generator, one keypoint of one individual at a time over the full map
+    (visibility rules as posefeed documents them: -1 -> weight 0, 0 -> nothing)."""
+    b_, n_, k_, _ = keypoints.shape
+    w, h = c.heatmap_size
+    s = c.stride
+    grid = np.mgrid[:h, :w].transpose((1, 2, 0))
+    grid[:, :, 0] = grid[:, :, 0] * s + s / 2     # int array: truncation, as in DLC
+    grid[:, :, 1] = grid[:, :, 1] * s + s / 2
+    hm = np.zeros((b_, h, w, k_), np.float32)
+    wt = np.ones((b_, k_, h, w), np.float32)
+    loc = np.zeros((b_, h, w, 2 * k_), np.float32)
+    mask = np.zeros((b_, h, w, 2 * k_), int)
+    t2 = c.pos_dist_thresh ** 2
+    for b in range(b_):
+        for k in range(k_):
+            for n in range(n_):
+                x, y, v = keypoints[b, n, k]
+                if not (np.isfinite(x) and np.isfinite(y)):
+                    v = min(v, 0)   # posefeed: NaN coordinates count as missing
+                if v == -1 or (c.zero_weight_unlabeled and v == 0):
+                    wt[b, k] = 0.0
+                elif v > 0:
+                    p = keypoints[b, n, k, :2].copy()[::-1]
+                    if c.mode == "gaussian":
+                        dist = np.linalg.norm(grid - p, axis=2) ** 2
+                        hm[b, :, :, k] = np.maximum(hm[b, :, :, k], np.exp(-dist / (2 * c.std ** 2)))
+                        loc[b, :, :, 2 * k] = (p[1] - grid[:, :, 1]) * c.locref_scale
+                        loc[b, :, :, 2 * k + 1] = (p[0] - grid[:, :, 0]) * c.locref_scale
+                        mask[b, :, :, 2 * k:2 * k + 2][dist <= t2] = 1
+                    else:
+                        dist = np.sum((grid - p) ** 2, axis=2)
+                        m = dist <= t2
+                        hm[b, :, :, k][m] = 1
+                        loc[b, :, :, 2 * k][m] = ((p[1] - grid[:, :, 1]) * c.locref_scale)[m]
+                        loc[b, :, :, 2 * k + 1][m] = ((p[0] - grid[:, :, 0]) * c.locref_scale)[m]
+                        mask[b, :, :, 2 * k:2 * k + 2][m] = 1
+    return {
+        "heatmap": hm.transpose(0, 3, 1, 2),
+        "heatmap_weight": wt,
+        "locref": loc.transpose(0, 3, 1, 2),
+        "locref_weight": mask.transpose(0, 3, 1, 2).astype(np.float32),
+    }
+
+
+def mmpose_loop(c: GaussianHeatmap, keypoints: np.ndarray):
+    """MMPose's ``generate_gaussian_heatmaps`` per sample, patch slicing and all."""
+    b_, n_, k_, _ = keypoints.shape
+    w, h = c.heatmap_size
+    sigma = c.sigma
+    hm = np.zeros((b_, k_, h, w), np.float32)
+    wt = np.zeros((b_, k_), np.float32)
+    radius = sigma * 3
+    gsize = 2 * radius + 1
+    x = np.arange(0, gsize, 1, dtype=np.float32)
+    yy = x[:, None]
+    x0 = y0 = gsize // 2
+    gauss = np.exp(-((x - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma ** 2))
+    for b in range(b_):
+        for n in range(n_):
+            for k in range(k_):
+                vis = min(max(float(keypoints[b, n, k, 2]), 0.0), 1.0)
+                if not np.isfinite(keypoints[b, n, k, :2]).all():
+                    vis = 0.0
+                if vis < 0.5:
+                    wt[b, k] = max(wt[b, k], vis)
+                    continue
+                p = keypoints[b, n, k, :2] / c.scale_factor
+                mu = (p + 0.5).astype(np.int64)
+                left, top = (mu - radius).astype(np.int64)
+                right, bottom = (mu + radius + 1).astype(np.int64)
+                if left >= w or top >= h or right < 0 or bottom < 0:
+                    continue
+                wt[b, k] = max(wt[b, k], vis)
+                gx1, gx2 = max(0, -left), min(w, right) - left
+                gy1, gy2 = max(0, -top), min(h, bottom) - top
+                reg = hm[b, k, max(0, top):min(h, bottom), max(0, left):min(w, right)]
+                np.maximum(reg, gauss[gy1:gy2, gx1:gx2], out=reg)
+    return hm, wt
+
+
+def _gauss(d: float, sigma: float) -> float:
+    return math.exp(-d * d / (2 * sigma * sigma))
+
+
+def simcc_loop(c: SimCC, keypoints: np.ndarray):
+    """Per-sample, per-instance, per-keypoint loop with MMPose's rules, merged by max."""
+    b_, n_, k_, _ = keypoints.shape
+    wx, wy = c.label_size
+    sx, sy = c.sigma
+    tx = np.zeros((b_, k_, wx), np.float32)
+    ty = np.zeros((b_, k_, wy), np.float32)
+    wt = np.zeros((b_, k_), np.float32)
+    for b in range(b_):
+        for k in range(k_):
+            for n in range(n_):
+                x, y, v = (float(t) for t in keypoints[b, n, k])
+                vis = min(max(v, 0.0), 1.0)
+                if vis < 0.5:
+                    wt[b, k] = max(wt[b, k], vis)
+                    continue
+                mx = int(np.around(np.float32(x) * np.float32(c.split_ratio)))
+                my = int(np.around(np.float32(y) * np.float32(c.split_ratio)))
+                if mx - 3 * sx >= wx or my - 3 * sy >= wy or mx + 3 * sx + 1 < 0 or my + 3 * sy + 1 < 0:
+                    continue
+                wt[b, k] = max(wt[b, k], vis)
+                for i in range(wx):
+                    tx[b, k, i] = max(tx[b, k, i], _gauss(i - mx, sx))
+                for i in range(wy):
+                    ty[b, k, i] = max(ty[b, k, i], _gauss(i - my, sy))
+    return tx, ty, wt
+
+
+def mmpose_udp_loop(c: UDPHeatmap, keypoints: np.ndarray):
+    """MMPose's UDP ``generate_udp_gaussian_heatmaps`` per sample: the patch around
+    ``int(k/s + 0.5)`` holds the Gaussian of the float centre ``k/s``."""
+    b_, n_, k_, _ = keypoints.shape
+    w, h = c.heatmap_size
+    sigma = c.sigma
+    hm = np.zeros((b_, k_, h, w), np.float32)
+    wt = np.zeros((b_, k_), np.float32)
+    radius = sigma * 3
+    gsize = 2 * radius + 1
+    x = np.arange(0, gsize, 1, dtype=np.float32)
+    yy = x[:, None]
+    for b in range(b_):
+        for n in range(n_):
+            for k in range(k_):
+                vis = min(max(float(keypoints[b, n, k, 2]), 0.0), 1.0)
+                if vis < 0.5:
+                    wt[b, k] = max(wt[b, k], vis)
+                    continue
+                p = keypoints[b, n, k, :2] / c.scale_factor
+                mu = (p + 0.5).astype(np.int64)
+                left, top = (mu - radius).astype(np.int64)
+                right, bottom = (mu + radius + 1).astype(np.int64)
+                if left >= w or top >= h or right < 0 or bottom < 0:
+                    continue
+                wt[b, k] = max(wt[b, k], vis)
+                x0 = y0 = gsize // 2
+                x0 += p[0] - mu[0]
+                y0 += p[1] - mu[1]
+                gauss = np.exp(-((x - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma ** 2))
+                gx1, gx2 = max(0, -left), min(w, right) - left
+                gy1, gy2 = max(0, -top), min(h, bottom) - top
+                reg = hm[b, k, max(0, top):min(h, bottom), max(0, left):min(w, right)]
+                np.maximum(reg, gauss[gy1:gy2, gx1:gx2], out=reg)
+    return hm, wt
+
+
+def mmpose_unbiased_loop(c: GaussianHeatmap, keypoints: np.ndarray):
+    """MMPose's ``generate_unbiased_gaussian_heatmaps`` per sample: the Gaussian of the float
+    centre ``k/s`` over the full map; weight 0 (nothing drawn) when ``mu - 3 sigma`` is past
+    the map or ``mu + 3 sigma + 1 < 0`` on either axis. Instances merge by max (posefeed)."""
+    b_, n_, k_, _ = keypoints.shape
+    w, h = c.heatmap_size
+    sigma = c.sigma
+    radius = sigma * 3
+    x = np.arange(0, w, 1, dtype=np.float32)
+    y = np.arange(0, h, 1, dtype=np.float32)[:, None]
+    hm = np.zeros((b_, k_, h, w), np.float32)
+    wt = np.zeros((b_, k_), np.float32)
+    for b in range(b_):
+        for n in range(n_):
+            for k in range(k_):
+                vis = min(max(float(keypoints[b, n, k, 2]), 0.0), 1.0)
+                if not np.isfinite(keypoints[b, n, k, :2]).all():
+                    vis = 0.0
+                if vis < 0.5:
+                    wt[b, k] = max(wt[b, k], vis)
+                    continue
+                mu = keypoints[b, n, k, :2] / c.scale_factor
+                left, top = mu - radius
+                right, bottom = mu + radius + 1
+                if left >= w or top >= h or right < 0 or bottom < 0:
+                    continue
+                wt[b, k] = max(wt[b, k], vis)
+                g = np.exp(-((x - mu[0]) ** 2 + (y - mu[1]) ** 2) / (2 * sigma ** 2))
+                np.maximum(g, hm[b, k], out=hm[b, k])
+    return hm, wt

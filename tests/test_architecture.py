@@ -231,6 +231,19 @@ def test_every_lazy_import_says_why():
     assert not missing, "\n".join(f"{i.source}:{i.line}: import {i.target}" for i in missing)
 
 
+def test_no_test_module_imports_another():
+    """Shared test code lives in tests/oracles.py and tests/helpers.py, not in test_*.py."""
+    tests = Path(__file__).resolve().parent
+    names = {f.stem for f in tests.glob("test_*.py")}
+    found = []
+    for f in sorted(tests.glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{f.name}:{node.lineno}: {m}" for m in mods if m.split(".")[0] in names]
+    assert not found, "\n".join(found)
+
+
 if __name__ == "__main__":
     imps = package_imports()
     stmts = {(i.source, i.line): i for i in imps if i.lazy}

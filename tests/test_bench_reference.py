@@ -240,6 +240,20 @@ def test_loader_spawn_workers_batches(tmp_path):
     assert tuple(b["x_labels"].shape) == (3, 4, 96) and tuple(b["y_labels"].shape) == (3, 4, 128)
     assert tuple(b["keypoint_weight"].shape) == (3, 4)
     assert tuple(b["affine"].shape) == (3, 2, 3) and tuple(b["index"].shape) == (3, 1)
+    # values, from the worker processes: each kept keypoint maps back (affine) to where it
+    # is in the image (channels swap under a flip: det < 0), and its SimCC peak is at
+    # round(2 x), round(2 y) (split ratio 2)
+    src = np.array([[30, 40], [40, 20], [500, 500], [0, 0]], np.float64)
+    for batch in batches:
+        kp, aff = batch["keypoints"].numpy()[:, 0], batch["affine"].numpy().astype(np.float64)
+        for i in range(len(kp)):
+            flipped = np.linalg.det(aff[i, :, :2]) < 0
+            for k in np.flatnonzero(kp[i, :, 2] > 0):
+                orig = {0: 1, 1: 0}.get(k, k) if flipped else k
+                np.testing.assert_allclose(_apply(aff[i], kp[i, k:k + 1, :2]), src[orig:orig + 1],
+                                           atol=1e-3)
+                assert batch["x_labels"][i, k].argmax() == np.around(kp[i, k, 0] * 2)
+                assert batch["y_labels"][i, k].argmax() == np.around(kp[i, k, 1] * 2)
 
 
 def test_reference_matches_posefeed_without_augmentation(coco_json):

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from posefeed.datasets import AnnotationError, load_coco, load_dataset, write_coco, write_dlc
+
+from helpers import tiny_coco, write
 
 COCO_FLIPS = [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)]
 
@@ -89,31 +90,6 @@ def test_image_root_and_flip_override(coco_json, tmp_path):
 
 
 # -- bad input ---------------------------------------------------------------------------
-def tiny_coco(tmp_path: Path) -> dict:
-    for name, size in (("a.jpg", (100, 80)), ("b.jpg", (50, 40))):
-        Image.new("RGB", size, (10, 20, 30)).save(tmp_path / name)
-    return {
-        "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80},
-                   {"id": 2, "file_name": "b.jpg", "width": 50, "height": 40}],
-        "categories": [{"id": 1, "name": "thing", "keypoints": ["l_paw", "r_paw", "nose"],
-                        "skeleton": [[1, 3], [2, 3]]}],
-        "annotations": [
-            {"id": 10, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [1, 2, 30, 40],
-             "keypoints": [10, 20, 2, 30, 20, 1, 20, 5, 2], "num_keypoints": 3},
-            {"id": 11, "image_id": 2, "category_id": 1, "iscrowd": 0, "bbox": [0, 0, 10, 10],
-             "keypoints": [1, 2, 2, 0, 0, 0, 3, 4, 2], "num_keypoints": 2},
-            {"id": 12, "image_id": 2, "category_id": 1, "iscrowd": 1, "bbox": [0, 0, 10, 10],
-             "keypoints": [1, 2, 2, 0, 0, 0, 3, 4, 2], "num_keypoints": 2},
-        ],
-    }
-
-
-def write(tmp_path: Path, data: dict) -> Path:
-    path = tmp_path / "ann.json"
-    path.write_text(json.dumps(data))
-    return path
-
-
 def test_tiny_coco(tmp_path):
     table = load_coco(write(tmp_path, tiny_coco(tmp_path)))
     assert len(table) == 2                                    # the crowd one is dropped

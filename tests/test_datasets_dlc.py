@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from PIL import Image
 
 from posefeed.datasets import (AnnotationError, PoseTable, load_dataset, load_dlc, write_coco,
                                write_dlc)
+
+from helpers import GOOD_BODY, single_project, write_images
 
 OPENFIELD_CSV = "labeled-data/m4s1/CollectedData_Pranav.csv"
 
@@ -117,12 +118,6 @@ MULTI_LABELS = {
 # (image, individual) rows the loader must return, in frame-major, column order
 MULTI_ROWS = [("img0.png", "mus1"), ("img0.png", "mus2"), ("img0.png", "single"),
               ("img1.png", "mus2"), ("img1.png", "mus3")]
-
-
-def write_images(folder: Path, names, size=(W, H)) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for n in names:
-        Image.new("RGB", size, (90, 90, 90)).save(folder / n)
 
 
 def multi_frame(index_form: str) -> pd.DataFrame:
@@ -278,23 +273,6 @@ def test_split_openfield_like_dlc(dlc_project):
 
 
 # -- bad input -------------------------------------------------------------------------
-def single_project(tmp_path: Path, body: str, header: str | None = None,
-                   bodyparts=("nose", "tail"), images=("img0.png", "img1.png")) -> Path:
-    root = tmp_path / "proj"
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "config.yaml").write_text(yaml.safe_dump({"scorer": "me", "bodyparts": list(bodyparts),
-                                                      "skeleton": []}))
-    folder = root / "labeled-data" / "v"
-    write_images(folder, images)
-    if header is None:
-        header = ("scorer,me,me,me,me\nbodyparts,nose,nose,tail,tail\ncoords,x,y,x,y\n")
-    (folder / "CollectedData_me.csv").write_text(header + body)
-    return folder / "CollectedData_me.csv"
-
-
-GOOD_BODY = "labeled-data/v/img0.png,1,2,3,4\nlabeled-data/v/img1.png,5,6,7,8\n"
-
-
 def test_error_missing_images_lists_all(tmp_path):
     path = single_project(tmp_path, GOOD_BODY + "labeled-data/v/img2.png,1,1,1,1\n"
                           "labeled-data/v/img3.png,1,1,1,1\n")
@@ -458,7 +436,22 @@ def test_load_dataset_dispatch_errors(tmp_path):
 
 
 def test_from_arrays_table_is_a_posetable(dlc_project):
-    assert isinstance(load_dataset(dlc_project), PoseTable)
+    table = load_dataset(dlc_project)
+    assert isinstance(table, PoseTable)
+    # row 0 as the CSV's first data line says (typed from the file), 640 x 480 PNG frames
+    row = table.frame.iloc[0]
+    assert row[("image", "")] == "labeled-data/m4s1/img0000.png"
+    assert (row[("width", "")], row[("height", "")]) == (640, 480)
+    assert [row[("snout", c)] for c in "xyv"] == pytest.approx([21.521, 265.428, 2.0])
+    assert [row[("tailbase", c)] for c in "xyv"] == pytest.approx([87.11, 152.698, 2.0])
+    # and it is exactly what from_arrays builds from its own arrays
+    again = PoseTable.from_arrays(table.frame[("image", "")].tolist(), table.keypoints,
+                                  table.bodyparts, table.image_sizes,
+                                  individuals=table.individuals, bboxes=table.bboxes,
+                                  flip_pairs=table.flip_pairs, skeleton=table.skeleton,
+                                  root=table.root)
+    pd.testing.assert_frame_equal(again.frame, table.frame.astype(again.frame.dtypes),
+                                  check_exact=False, rtol=1e-6)
 
 
 def test_project_with_several_folders_h5_first_then_csv(tmp_path):

@@ -2,8 +2,6 @@
 keypoint, OpenCV's warpAffine, and the closed-form inverse affine."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -12,98 +10,9 @@ from PIL import Image
 from posefeed.datasets import PoseTable
 from posefeed.pipelines import AugmentConfig, PoseLoader
 
-COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255],
-                    [0, 255, 255]], dtype=np.uint8)
-BACKGROUND = 60
-RADIUS = 7
+from helpers import GEOMETRY, batches, check_blobs, expected_channel, make_blob_table
+
 INPUT = (64, 80)  # (w, h)
-
-#: geometry only: flip, shift, scale, rotation; no photometric change, no dropout
-GEOMETRY = AugmentConfig.none().with_(flip_prob=0.5, shift_factor=0.16, shift_prob=0.5,
-                                      scale_range=(0.7, 1.3), rotate_factor=80.0,
-                                      rotate_prob=0.8)
-
-
-def draw_blobs(size: tuple[int, int], kp: np.ndarray) -> np.ndarray:
-    """An RGB ``(h, w, 3)`` image, grey, with a filled disc of colour k at keypoint k
-    (all instances of ``kp (N, K, 3)`` with v > 0)."""
-    w, h = size
-    img = np.full((h, w, 3), BACKGROUND, dtype=np.uint8)
-    yy, xx = np.mgrid[0:h, 0:w]
-    for inst in kp:
-        for k, (x, y, v) in enumerate(inst):
-            if v > 0:
-                img[(xx - x) ** 2 + (yy - y) ** 2 <= RADIUS ** 2] = COLOURS[k]
-    return img
-
-
-def make_blob_table(root: Path, n_images: int = 8, k: int = 4, instances=(1,), seed: int = 0,
-                    size=(200, 160), ext: str = "png", bboxes: str = "keypoints") -> PoseTable:
-    """Frames with 1+ instances of ``k`` keypoints as coloured blobs (far from each other and
-    from the border). Flip pairs (0, 1), (2, 3) when k >= 4."""
-    rng = np.random.default_rng(seed)
-    images, kps, inds, boxes = [], [], [], []
-    for i in range(n_images):
-        n = instances[i % len(instances)]
-        pts: list[np.ndarray] = []
-        while len(pts) < n * k:
-            p = rng.uniform(25, np.array(size) - 25)
-            if all(np.hypot(*(p - q)) > 4 * RADIUS for q in pts):
-                pts.append(p)
-        kp = np.concatenate([np.array(pts).reshape(n, k, 2), np.full((n, k, 1), 2.0)], axis=2)
-        name = f"img{i:03d}.{ext}"
-        Image.fromarray(draw_blobs(size, kp)).save(root / name, quality=98)
-        for j in range(n):
-            images.append(name)
-            kps.append(kp[j])
-            inds.append(f"ind{j}")
-            if bboxes == "first":  # a small box around keypoint 0 only
-                x, y = kp[j, 0, :2]
-                boxes.append([x - 12, y - 12, 24, 24])
-    pairs = [(0, 1), (2, 3)] if k >= 4 else []
-    return PoseTable.from_arrays(images, np.array(kps), [f"kp{j}" for j in range(k)],
-                                 [size] * len(images), individuals=inds,
-                                 bboxes=np.array(boxes) if boxes else None, flip_pairs=pairs,
-                                 root=root)
-
-
-def batches(loader, n=None):
-    out = []
-    for i, b in enumerate(loader):
-        out.append(b)
-        if n is not None and i + 1 >= n:
-            break
-    return out
-
-
-def expected_channel(table: PoseTable, flipped: np.ndarray) -> np.ndarray:
-    """``(B, K)``: the source keypoint each output channel holds (swapped when flipped)."""
-    k = table.num_keypoints
-    perm = np.arange(k)
-    for a, b in table.flip_pairs:
-        perm[a], perm[b] = b, a
-    return np.where(flipped[:, None], perm[None, :], np.arange(k)[None, :])
-
-
-def check_blobs(table, batch, min_checked=1):
-    img = batch["image"].numpy().transpose(0, 2, 3, 1)          # (B, H, W, 3) uint8
-    kp = batch["keypoints"].numpy()
-    aff = batch["affine"].numpy()
-    flipped = np.linalg.det(aff[:, :, :2]) < 0                    # a mirror reverses orientation
-    chan = expected_channel(table, flipped)
-    checked = 0
-    for b in range(len(img)):
-        for n in range(kp.shape[1]):
-            for k in range(kp.shape[2]):
-                x, y, v = kp[b, n, k]
-                if v == 0:
-                    continue
-                xi, yi = int(round(x)), int(round(y))
-                got = img[b, yi, xi].astype(int)
-                want = COLOURS[chan[b, k]].astype(int)
-                assert np.abs(got - want).max() < 50, (b, n, k, got, want)
-                checked += 1
-    assert checked >= min_checked
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from posefeed.pipelines import AugmentConfig, PoseLoader
-from test_pipeline_geometry import GEOMETRY, batches, check_blobs, make_blob_table
+from helpers import GEOMETRY, batches, check_blobs, make_blob_table
 
 pytestmark = pytest.mark.gpu
 INPUT = (64, 80)

@@ -12,7 +12,9 @@ import torch
 from posefeed.pipelines import AugmentConfig, BadImageError, PoseLoader, rtmpose_schedule
 from posefeed.pipelines.graph import MEAN, STD
 from posefeed.targets.base import Codec
-from test_pipeline_geometry import batches, check_blobs, make_blob_table
+
+from helpers import batches, check_blobs, make_blob_table
+from oracles import mmpose_loop, mmpose_udp_loop, simcc_loop
 
 INPUT = (48, 64)
 
@@ -83,6 +85,25 @@ def test_codec_outputs_equal_codec_on_keypoints(table):
             for name in codec.output_names:
                 key = name if name in b else f"{codec.name}/{name}"
                 np.testing.assert_array_equal(b[key].numpy(), ref[name])
+
+
+def test_loader_targets_match_the_mmpose_oracles(table):
+    """Beside the test above (codecs in the graph equal the same codecs outside it): the
+    targets in a batch equal MMPose's per-sample loops on the batch's keypoints."""
+    from posefeed.targets import GaussianHeatmap, SimCC, UDPHeatmap
+
+    s, g = SimCC(input_size=INPUT), GaussianHeatmap(input_size=INPUT, heatmap_size=(12, 16))
+    u = UDPHeatmap(input_size=INPUT, heatmap_size=(12, 16))
+    for b in batches(make(table, codecs=[s, g, u]), 2):
+        kp = b["keypoints"].numpy()
+        tx, ty, wt = simcc_loop(s, kp)
+        np.testing.assert_allclose(b["x_labels"].numpy(), tx, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(b["y_labels"].numpy(), ty, atol=1e-6, rtol=0)
+        np.testing.assert_array_equal(b["simcc/keypoint_weight"].numpy(), wt)
+        for codec, loop in ((g, mmpose_loop), (u, mmpose_udp_loop)):
+            hm, wt = loop(codec, kp)
+            np.testing.assert_allclose(b[f"{codec.name}/heatmap"].numpy(), hm, atol=1e-6, rtol=0)
+            np.testing.assert_array_equal(b[f"{codec.name}/keypoint_weight"].numpy(), wt)
 
 
 def test_same_seed_same_batches_and_epochs_differ(table):

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from posefeed.pipelines import AugmentConfig, PoseLoader
-from test_pipeline_geometry import batches, make_blob_table
+from helpers import batches, make_blob_table
 
 INPUT = (64, 80)
 #: every photometric op with a high probability, plus geometry

@@ -16,8 +16,7 @@ import pytest
 
 from posefeed.datasets import AnnotationError, PoseTable, load_coco, load_dlc
 from posefeed.pipelines import AugmentConfig, PoseLoader
-from test_datasets_coco import tiny_coco, write
-from test_datasets_dlc import GOOD_BODY, single_project
+from helpers import GOOD_BODY, single_project, tiny_coco, write
 
 
 # -- COCO ----------------------------------------------------------------------------------

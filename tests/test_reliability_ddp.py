@@ -17,7 +17,7 @@ import pytest
 
 from posefeed.datasets import write_coco
 
-from test_reliability_images import make_dataset
+from helpers import make_dataset
 
 SCRIPT = Path(__file__).resolve().parent / "ddp_train_script.py"
 N, BATCH, WORLD, EPOCHS = 20, 3, 2, 2

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from posefeed.pipelines import PipelineError, PoseLoader
-from test_reliability_images import make_dataset
+
+from helpers import make_dataset
 
 TESTS = Path(__file__).resolve().parent
 TIMEOUT = 60
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from posefeed.pipelines import PoseLoader, PipelineError, BadImageError
 from posefeed.targets.base import Codec
-from test_reliability_images import make_dataset
+from helpers import make_dataset
 table = make_dataset(Path(sys.argv[1]), {{}}, n=16)
 def make(codecs=(), **kw):
     args = dict(input_size=(32, 32), batch_size=2, device="cpu", num_threads=2, seed=0)

@@ -12,83 +12,17 @@ and give the same batches for the same seed, also across a resume.
 """
 from __future__ import annotations
 
-import io
 import logging
-import struct
-import zlib
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from posefeed.datasets import PoseTable
 from posefeed.pipelines import BadImageError, PoseLoader
 
-SIZE = (64, 48)            # (w, h) of every good image
+from helpers import make_dataset
+
 INPUT = (32, 32)
 GOOD_ROW = "good"
-
-
-def _encode(arr: np.ndarray, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
-    return buf.getvalue()
-
-
-def corrupt_png_stream(png: bytes) -> bytes:
-    """Zero half of the IDAT payload and rewrite the chunk CRCs, so the chunk structure (what
-    PIL's ``verify`` checks) is intact but the zlib stream does not inflate."""
-    out, i = bytearray(png[:8]), 8
-    while i < len(png):
-        (n,) = struct.unpack(">I", png[i:i + 4])
-        kind, data = png[i + 4:i + 8], bytearray(png[i + 8:i + 8 + n])
-        if kind == b"IDAT":
-            data[2:2 + len(data) // 2] = bytes(len(data) // 2)
-        out += struct.pack(">I", n) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        i += 12 + n
-    return bytes(out)
-
-
-def broken_bytes(kind: str, rng: np.random.Generator) -> tuple[str, bytes]:
-    """``(file suffix, content)`` of one broken file of ``kind``."""
-    arr = rng.integers(0, 255, (SIZE[1], SIZE[0], 3), dtype=np.uint8)
-    jpeg, png = _encode(arr, "JPEG"), _encode(arr, "PNG")
-    if kind == "zero":
-        return "jpg", b""
-    if kind == "trunc_jpeg":
-        return "jpg", jpeg[: len(jpeg) // 2]
-    if kind == "trunc_png":
-        return "png", png[: len(png) // 2]
-    if kind == "not_image":
-        return "jpg", b"frame_id,x,y\n1,2,3\n" * 4
-    if kind == "wrong_size":
-        return "jpg", _encode(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8), "JPEG")
-    if kind == "corrupt_png":
-        return "png", corrupt_png_stream(png)
-    raise ValueError(kind)
-
-
-def make_dataset(root: Path, bad: dict[int, str], n: int = 12, fmt: str = "JPEG",
-                 seed: int = 0) -> PoseTable:
-    """``n`` noise images of `SIZE` (one instance, 3 keypoints each) with the images at the
-    indices of ``bad`` replaced by broken files of that kind. Row i uses image i."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    names, kps = [], []
-    for i in range(n):
-        if i in bad:
-            suffix, data = broken_bytes(bad[i], rng)
-        else:
-            suffix = "jpg" if fmt == "JPEG" else "png"
-            data = _encode(rng.integers(0, 255, (SIZE[1], SIZE[0], 3), dtype=np.uint8), fmt)
-        name = f"im{i:02d}.{suffix}"
-        (root / name).write_bytes(data)
-        names.append(name)
-        pts = rng.uniform(8, 40, (3, 2))
-        kps.append(np.concatenate([pts, np.full((3, 1), 2.0)], axis=1))
-    return PoseTable.from_arrays(names, np.array(kps), ["a", "b", "c"], [SIZE] * n, root=root)
 
 
 def loader(table, **kw) -> PoseLoader:

@@ -13,56 +13,10 @@ from hypothesis import strategies as st
 
 from posefeed.targets import DLCHeatmap
 
+from helpers import kp
+from oracles import dlc_loop
+
 STD = 2 * 17 / 3
-
-
-def kp(*rows):
-    return np.asarray(rows, dtype=np.float32)[None, None]
-
-
-def dlc_loop(c: DLCHeatmap, keypoints: np.ndarray):
-    """DeepLabCut's generator, one keypoint of one individual at a time over the full map
-    (visibility rules as posefeed documents them: -1 -> weight 0, 0 -> nothing)."""
-    b_, n_, k_, _ = keypoints.shape
-    w, h = c.heatmap_size
-    s = c.stride
-    grid = np.mgrid[:h, :w].transpose((1, 2, 0))
-    grid[:, :, 0] = grid[:, :, 0] * s + s / 2     # int array: truncation, as in DLC
-    grid[:, :, 1] = grid[:, :, 1] * s + s / 2
-    hm = np.zeros((b_, h, w, k_), np.float32)
-    wt = np.ones((b_, k_, h, w), np.float32)
-    loc = np.zeros((b_, h, w, 2 * k_), np.float32)
-    mask = np.zeros((b_, h, w, 2 * k_), int)
-    t2 = c.pos_dist_thresh ** 2
-    for b in range(b_):
-        for k in range(k_):
-            for n in range(n_):
-                x, y, v = keypoints[b, n, k]
-                if not (np.isfinite(x) and np.isfinite(y)):
-                    v = min(v, 0)   # posefeed: NaN coordinates count as missing
-                if v == -1 or (c.zero_weight_unlabeled and v == 0):
-                    wt[b, k] = 0.0
-                elif v > 0:
-                    p = keypoints[b, n, k, :2].copy()[::-1]
-                    if c.mode == "gaussian":
-                        dist = np.linalg.norm(grid - p, axis=2) ** 2
-                        hm[b, :, :, k] = np.maximum(hm[b, :, :, k], np.exp(-dist / (2 * c.std ** 2)))
-                        loc[b, :, :, 2 * k] = (p[1] - grid[:, :, 1]) * c.locref_scale
-                        loc[b, :, :, 2 * k + 1] = (p[0] - grid[:, :, 0]) * c.locref_scale
-                        mask[b, :, :, 2 * k:2 * k + 2][dist <= t2] = 1
-                    else:
-                        dist = np.sum((grid - p) ** 2, axis=2)
-                        m = dist <= t2
-                        hm[b, :, :, k][m] = 1
-                        loc[b, :, :, 2 * k][m] = ((p[1] - grid[:, :, 1]) * c.locref_scale)[m]
-                        loc[b, :, :, 2 * k + 1][m] = ((p[0] - grid[:, :, 0]) * c.locref_scale)[m]
-                        mask[b, :, :, 2 * k:2 * k + 2][m] = 1
-    return {
-        "heatmap": hm.transpose(0, 3, 1, 2),
-        "heatmap_weight": wt,
-        "locref": loc.transpose(0, 3, 1, 2),
-        "locref_weight": mask.transpose(0, 3, 1, 2).astype(np.float32),
-    }
 
 
 def assert_matches_loop(c, keypoints):

@@ -12,9 +12,8 @@ from hypothesis import strategies as st
 
 from posefeed.targets import GaussianHeatmap
 
-
-def kp(*rows):
-    return np.asarray(rows, dtype=np.float32)[None, None]
+from helpers import kp
+from oracles import mmpose_loop
 
 
 def g2(dx, dy, sigma):
@@ -128,42 +127,6 @@ def test_unbiased_full_map_float_centre():
     assert c.encode(kp((53.9 * 4, 60.0, 2)))["keypoint_weight"][0, 0] == 1
     assert c.encode(kp((-6.9 * 4, 60.0, 2)))["keypoint_weight"][0, 0] == 1   # -6.9 + 7 >= 0
     assert c.encode(kp((-7.1 * 4, 60.0, 2)))["keypoint_weight"][0, 0] == 0
-
-
-def mmpose_loop(c: GaussianHeatmap, keypoints: np.ndarray):
-    """MMPose's ``generate_gaussian_heatmaps`` per sample, patch slicing and all."""
-    b_, n_, k_, _ = keypoints.shape
-    w, h = c.heatmap_size
-    sigma = c.sigma
-    hm = np.zeros((b_, k_, h, w), np.float32)
-    wt = np.zeros((b_, k_), np.float32)
-    radius = sigma * 3
-    gsize = 2 * radius + 1
-    x = np.arange(0, gsize, 1, dtype=np.float32)
-    yy = x[:, None]
-    x0 = y0 = gsize // 2
-    gauss = np.exp(-((x - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma ** 2))
-    for b in range(b_):
-        for n in range(n_):
-            for k in range(k_):
-                vis = min(max(float(keypoints[b, n, k, 2]), 0.0), 1.0)
-                if not np.isfinite(keypoints[b, n, k, :2]).all():
-                    vis = 0.0
-                if vis < 0.5:
-                    wt[b, k] = max(wt[b, k], vis)
-                    continue
-                p = keypoints[b, n, k, :2] / c.scale_factor
-                mu = (p + 0.5).astype(np.int64)
-                left, top = (mu - radius).astype(np.int64)
-                right, bottom = (mu + radius + 1).astype(np.int64)
-                if left >= w or top >= h or right < 0 or bottom < 0:
-                    continue
-                wt[b, k] = max(wt[b, k], vis)
-                gx1, gx2 = max(0, -left), min(w, right) - left
-                gy1, gy2 = max(0, -top), min(h, bottom) - top
-                reg = hm[b, k, max(0, top):min(h, bottom), max(0, left):min(w, right)]
-                np.maximum(reg, gauss[gy1:gy2, gx1:gx2], out=reg)
-    return hm, wt
 
 
 @pytest.mark.parametrize("sigma, sizes", [(2.0, ((192, 256), (48, 64))), (1.5, ((99, 70), (33, 35))),

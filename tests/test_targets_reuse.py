@@ -8,10 +8,7 @@ import numpy as np
 import pytest
 
 from posefeed.targets import DLCHeatmap, GaussianHeatmap, SimCC, UDPHeatmap
-from test_targets_dlc import dlc_loop
-from test_targets_gaussian import mmpose_loop
-from test_targets_simcc import loop_reference as simcc_loop
-from test_targets_udp import mmpose_udp_loop
+from oracles import dlc_loop, mmpose_loop, mmpose_udp_loop, mmpose_unbiased_loop, simcc_loop
 
 
 def random_batch(rng, b, n, k, w, h, p_vis=(0.1, 0.15, 0.15, 0.6)):
@@ -171,6 +168,19 @@ def test_udp_out_and_encoder_match_mmpose_loop(n):
     for kp in batch_sequence(21 + n, 2, n, 5, 48, 64):
         kp = np.nan_to_num(kp, nan=-1e4)
         hm, wt = mmpose_udp_loop(c, kp)
+        ref = {"heatmap": hm, "keypoint_weight": wt}
+        check(c, c.encode(kp, out=bufs), ref)
+        check(c, enc(kp), ref)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_unbiased_gaussian_out_and_encoder_match_mmpose_loop(n):
+    c = GaussianHeatmap(input_size=(48, 64), heatmap_size=(12, 16), unbiased=True)
+    bufs = garbage_buffers(c, 2, 5)
+    enc = c.encoder()
+    for kp in batch_sequence(4 + n, 2, n, 5, 48, 64):
+        kp = np.nan_to_num(kp, nan=-1e4)
+        hm, wt = mmpose_unbiased_loop(c, kp)
         ref = {"heatmap": hm, "keypoint_weight": wt}
         check(c, c.encode(kp, out=bufs), ref)
         check(c, enc(kp), ref)

@@ -12,10 +12,8 @@ from hypothesis import strategies as st
 
 from posefeed.targets import SimCC
 
-
-def kp(*rows):
-    """One sample, one instance: rows of (x, y, v) -> (1, 1, K, 3)."""
-    return np.asarray(rows, dtype=np.float32)[None, None]
+from helpers import kp
+from oracles import simcc_loop
 
 
 def g(d, sigma):
@@ -114,34 +112,6 @@ def test_two_instances_merge_by_max():
     assert c.encode(two)["keypoint_weight"][0, 0] == 1.0
 
 
-def loop_reference(c: SimCC, keypoints: np.ndarray):
-    """Per-sample, per-instance, per-keypoint loop with MMPose's rules, merged by max."""
-    b_, n_, k_, _ = keypoints.shape
-    wx, wy = c.label_size
-    sx, sy = c.sigma
-    tx = np.zeros((b_, k_, wx), np.float32)
-    ty = np.zeros((b_, k_, wy), np.float32)
-    wt = np.zeros((b_, k_), np.float32)
-    for b in range(b_):
-        for k in range(k_):
-            for n in range(n_):
-                x, y, v = (float(t) for t in keypoints[b, n, k])
-                vis = min(max(v, 0.0), 1.0)
-                if vis < 0.5:
-                    wt[b, k] = max(wt[b, k], vis)
-                    continue
-                mx = int(np.around(np.float32(x) * np.float32(c.split_ratio)))
-                my = int(np.around(np.float32(y) * np.float32(c.split_ratio)))
-                if mx - 3 * sx >= wx or my - 3 * sy >= wy or mx + 3 * sx + 1 < 0 or my + 3 * sy + 1 < 0:
-                    continue
-                wt[b, k] = max(wt[b, k], vis)
-                for i in range(wx):
-                    tx[b, k, i] = max(tx[b, k, i], g(i - mx, sx))
-                for i in range(wy):
-                    ty[b, k, i] = max(ty[b, k, i], g(i - my, sy))
-    return tx, ty, wt
-
-
 def test_matches_loop_reference_random():
     rng = np.random.default_rng(1)
     c = SimCC(input_size=(48, 64), sigma=(2.5, 3.0), split_ratio=2.0)
@@ -150,7 +120,7 @@ def test_matches_loop_reference_random():
     # exact .25 multiples exercise the half-even rule
     k[0, 0, :, :2] = np.round(k[0, 0, :, :2] * 4) / 4
     out = c.encode(k)
-    tx, ty, wt = loop_reference(c, k)
+    tx, ty, wt = simcc_loop(c, k)
     np.testing.assert_allclose(out["x_labels"], tx, atol=1e-6, rtol=0)
     np.testing.assert_allclose(out["y_labels"], ty, atol=1e-6, rtol=0)
     np.testing.assert_array_equal(out["keypoint_weight"], wt)

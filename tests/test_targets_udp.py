@@ -12,9 +12,8 @@ from hypothesis import strategies as st
 
 from posefeed.targets import UDPHeatmap
 
-
-def kp(*rows):
-    return np.asarray(rows, dtype=np.float32)[None, None]
+from helpers import kp
+from oracles import mmpose_udp_loop
 
 
 def g2(dx, dy, sigma=2.0):
@@ -59,41 +58,6 @@ def test_visibility(v, weight):
     out = UDPHeatmap().encode(kp((50.0, 50.0, v), (np.nan, np.nan, 0)))
     assert out["keypoint_weight"][0, 0] == weight and out["keypoint_weight"][0, 1] == 0
     assert np.isfinite(out["heatmap"]).all()
-
-
-def mmpose_udp_loop(c: UDPHeatmap, keypoints: np.ndarray):
-    b_, n_, k_, _ = keypoints.shape
-    w, h = c.heatmap_size
-    sigma = c.sigma
-    hm = np.zeros((b_, k_, h, w), np.float32)
-    wt = np.zeros((b_, k_), np.float32)
-    radius = sigma * 3
-    gsize = 2 * radius + 1
-    x = np.arange(0, gsize, 1, dtype=np.float32)
-    yy = x[:, None]
-    for b in range(b_):
-        for n in range(n_):
-            for k in range(k_):
-                vis = min(max(float(keypoints[b, n, k, 2]), 0.0), 1.0)
-                if vis < 0.5:
-                    wt[b, k] = max(wt[b, k], vis)
-                    continue
-                p = keypoints[b, n, k, :2] / c.scale_factor
-                mu = (p + 0.5).astype(np.int64)
-                left, top = (mu - radius).astype(np.int64)
-                right, bottom = (mu + radius + 1).astype(np.int64)
-                if left >= w or top >= h or right < 0 or bottom < 0:
-                    continue
-                wt[b, k] = max(wt[b, k], vis)
-                x0 = y0 = gsize // 2
-                x0 += p[0] - mu[0]
-                y0 += p[1] - mu[1]
-                gauss = np.exp(-((x - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma ** 2))
-                gx1, gx2 = max(0, -left), min(w, right) - left
-                gy1, gy2 = max(0, -top), min(h, bottom) - top
-                reg = hm[b, k, max(0, top):min(h, bottom), max(0, left):min(w, right)]
-                np.maximum(reg, gauss[gy1:gy2, gx1:gx2], out=reg)
-    return hm, wt
 
 
 @settings(max_examples=25, deadline=None)

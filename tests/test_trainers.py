@@ -106,8 +106,33 @@ def test_pose_loss_reads_batch_names():
 def test_model_output_shapes(kind, keys):
     cfg = ModelConfig(stride=16, widths=(8, 16, 16, 16), head_channels=16, simcc_hidden=32)
     model = build_model(kind, 5, (64, 48), cfg)
-    out = model(torch.randn(2, 3, 48, 64))
+    x = torch.randn(2, 3, 48, 64)
+    out = model(x)
     assert {k: tuple(v.shape) for k, v in out.items()} == keys
+    # values: in eval mode each sample's output depends on that sample only
+    model.eval()
+    with torch.no_grad():
+        both, alone = model(x), model(x[1:])
+    for k in keys:
+        torch.testing.assert_close(both[k][1:], alone[k], atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(both[k][0], both[k][1])
+    # and the last layer is what it says: zero weights leave the bias (closed form)
+    with torch.no_grad():
+        if kind == "simcc":                      # linear classifiers without bias: 0 logits
+            model.head.cls_x.weight.zero_()
+            model.head.cls_y.weight.zero_()
+            expect = {k: torch.zeros(keys[k]) for k in keys}
+        else:                                    # 1x1 convs: map k holds bias[k]
+            expect = {}
+            for k in keys:
+                conv = getattr(model.head, k)
+                conv.weight.zero_()
+                conv.bias.copy_(torch.arange(keys[k][1], dtype=torch.float32))
+                expect[k] = torch.arange(keys[k][1], dtype=torch.float32).view(1, -1, 1, 1
+                                                                             ).expand(keys[k])
+        got = model(x)
+    for k in keys:
+        torch.testing.assert_close(got[k], expect[k])
 
 
 def test_user_backbone_plugs_in():
@@ -124,7 +149,15 @@ def test_user_backbone_plugs_in():
     model = build_model("heatmap", 3, (64, 32), ModelConfig(heatmap_stride=4), backbone=Tiny())
     assert model(torch.randn(1, 3, 32, 64))["heatmap"].shape == (1, 3, 8, 16)
     manual = PoseModel(Tiny(), HeatmapHead(7, 3, num_deconv=0))
-    assert manual(torch.randn(1, 3, 32, 64))["heatmap"].shape == (1, 3, 4, 8)
+    x = torch.randn(1, 3, 32, 64)
+    got = manual(x)["heatmap"]
+    assert got.shape == (1, 3, 4, 8)
+    # values: the head's 1x1 conv applied to the user backbone's features, written out
+    with torch.no_grad():
+        feat = manual.backbone.conv(x)                                   # (1, 7, 4, 8)
+        w = manual.head.heatmap.weight[:, :, 0, 0]                       # (3, 7)
+        expect = torch.einsum("kc,bcij->bkij", w, feat) + manual.head.heatmap.bias.view(1, 3, 1, 1)
+    torch.testing.assert_close(got, expect, atol=1e-5, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------- schedule, EMA

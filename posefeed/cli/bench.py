@@ -135,7 +135,7 @@ def bench(
         console.print(f"wrote {plot(report, plot_out)}")
     failed = [n for n, r in report["runs"].items() if r.get("error")]
     if failed:   # the ratios above lack these runners: not a complete benchmark
-        from rich.markup import escape
+        from rich.markup import escape  # lazy: CLI start-up (see posefeed/cli/__init__.py)
 
         console.print(f"[red]{len(failed)} of {len(report['runs'])} runners failed:[/red] "
                       + escape("; ".join(f"{LABELS.get(n, n)}: "

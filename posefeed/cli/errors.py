@@ -10,6 +10,7 @@ unwritable path the user gave). Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -33,8 +34,6 @@ TYPED_ERRORS = (("posefeed.datasets.errors", ("AnnotationError",)),
 
 
 def _typed_errors() -> tuple[type[BaseException], ...]:
-    import importlib  # noqa: PLC0415
-
     found: list[type[BaseException]] = []
     for module, names in TYPED_ERRORS:
         try:

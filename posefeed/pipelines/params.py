@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from posefeed.constants import COCO_LOWER_BODY as COCO_LOWER, COCO_UPPER_BODY as COCO_UPPER
+from posefeed.constants import COCO_UPPER_BODY as COCO_UPPER
 from posefeed.pipelines.augment import AugmentConfig
 from posefeed.pipelines.geometry import (box_center_scale, crop_matrices, fix_aspect,
                                          flip_matrices, inside, transform_points,

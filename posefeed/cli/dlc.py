@@ -22,6 +22,7 @@ def use_generators_cmd(
     The first switch keeps a copy of the file (pytorch_config.yaml.posefeed-backup). DeepLabCut
     then needs `import posefeed.integrations.deeplabcut` in the script that trains, evaluates
     or analyses with this shuffle."""
+    # lazy: CLI start-up (see posefeed/cli/__init__.py)
     from rich.console import Console  # noqa: PLC0415
 
     from posefeed.integrations.dlc_config import BACKUP_SUFFIX, use_generators  # noqa: PLC0415

@@ -87,7 +87,7 @@ def show_command(
     # lazy: CLI start-up (see posefeed/cli/__init__.py)
     from posefeed.datasets import resolve_dataset  # noqa: PLC0415
     from posefeed.pipelines import AugmentConfig, PoseLoader  # noqa: PLC0415
-    from posefeed.targets.gaussian_heatmap import GaussianHeatmap  # noqa: PLC0415
+    from posefeed.targets import build_codec  # noqa: PLC0415
 
     choice("--mode", mode, ("topdown", "frame"))
     choice("--device", device, ("auto", "cpu", "gpu"))
@@ -104,7 +104,7 @@ def show_command(
     else:
         cfg = AugmentConfig.rtmpose_stage2() if mode == "topdown" else \
             AugmentConfig.frame_default().with_(rotate_factor=15.0, dropout_prob=0.0)
-    heatmap = GaussianHeatmap(input_size=size, heatmap_size=(size[0] // 4, size[1] // 4))
+    heatmap = build_codec("heatmap", size)            # Gaussian, maps at stride 4
     loader = PoseLoader(table, [heatmap], mode=mode, input_size=size, batch_size=n,
                         schedule=cfg, device=device, seed=seed, drop_last=False,
                         image_dtype="uint8", on_bad_image=on_bad_image)

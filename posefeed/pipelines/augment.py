@@ -44,7 +44,8 @@ class AugmentConfig:
         blur_prob, blur_sizes: box blur with an odd kernel from ``blur_sizes`` (albumentations
             ``Blur(blur_limit=7)``: 3, 5 or 7).
         median_blur_prob, median_blur_sizes: median blur (GPU: ``fn.experimental.median_blur``;
-            DALI has no CPU median filter, so on CPU a box blur of the same size is applied).
+            CPU: OpenCV's ``medianBlur``; only ``cpu_backend="dali"`` applies a box blur of
+            the same size, DALI having no CPU median filter).
         dropout_prob, dropout_size: one rectangular hole filled with 0, height and width a
             fraction in ``dropout_size`` of the crop's.
     """

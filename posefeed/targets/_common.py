@@ -49,13 +49,18 @@ def split_keypoints(keypoints: Array) -> tuple[ModuleType, Array, Array, Array]:
     a NaN keypoint never draws (``v = -1``, DLC's "ignore", is kept).
     """
     xp, kp = as_keypoints(keypoints)
+    return (xp, *clean_keypoints(xp, kp))
+
+
+def clean_keypoints(xp: ModuleType, kp: Array) -> tuple[Array, Array, Array]:
+    """`split_keypoints` of keypoints `as_keypoints` already validated: ``(x, y, v)``."""
     x, y, v = kp[..., 0], kp[..., 1], kp[..., 2]
     finite = xp.isfinite(x) & xp.isfinite(y)
     v = xp.where(xp.isnan(v), xp.float32(0), v)
     v = xp.where(finite, v, xp.minimum(v, xp.float32(0)))
     x = xp.where(finite, x, xp.float32(0))
     y = xp.where(finite, y, xp.float32(0))
-    return xp, x, y, v
+    return x, y, v
 
 
 def mmpose_visibility(xp: ModuleType, v: Array) -> Array:

@@ -9,10 +9,10 @@ import numpy as np
 from posefeed.targets._common import (
     Array,
     as_keypoints,
+    clean_keypoints,
     mmpose_visibility,
     pair,
     size_pair,
-    split_keypoints,
     to_backend,
 )
 from posefeed.targets.base import Codec
@@ -64,6 +64,8 @@ class SimCC(Codec):
         w, h = self.input_size
         # np.around(w * r).astype(int): round half to even (Python's round does the same)
         self.label_size = (int(round(w * self.split_ratio)), int(round(h * self.split_ratio)))
+        #: `_table`'s label tables by (array module, device, length, sigma)
+        self._tables: dict[tuple, Array] = {}
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -85,7 +87,7 @@ class SimCC(Codec):
         (written into ``out``'s arrays when given)."""
         xp, kp = as_keypoints(keypoints)
         dst = None if out is None else self._check_out(xp, out, kp.shape[0], kp.shape[2])
-        xp, x, y, v = split_keypoints(kp)
+        x, y, v = clean_keypoints(xp, kp)      # as_keypoints validated kp already
         vis = mmpose_visibility(xp, v)
         draw = vis >= 0.5
         r = xp.float32(self.split_ratio)
@@ -136,8 +138,7 @@ class SimCC(Codec):
         array module / device and axis (it depends only on the codec's parameters)."""
         dev = None if xp is np else xp.cuda.Device().id
         key = (xp.__name__, dev, length, sigma)
-        cache = self.__dict__.setdefault("_tables", {})
-        table = cache.get(key)
+        table = self._tables.get(key)
         if table is None:
             rows = length + 2 * m
             # kernel at offset d = t - (length - 1 + m), t = 0 .. 2*length + 2m - 2
@@ -149,7 +150,7 @@ class SimCC(Codec):
             start = (length - 1 + 2 * m) - xp.arange(rows)
             table = kernel[start[:, None] + xp.arange(length)]
             table = xp.concatenate([table, xp.zeros((1, length), dtype=xp.float32)]).astype(xp.float32)
-            cache[key] = table
+            self._tables[key] = table
         return table
 
     # ------------------------------------------------------------------ decode

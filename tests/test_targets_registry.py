@@ -6,15 +6,16 @@ from posefeed.targets import (CODECS, DLCHeatmap, GaussianHeatmap, SimCC, UDPHea
                               build_codec)
 
 
+#: name -> (class, extra keyword arguments the factory needs); add a new entry here too
+EXPECTED = {"heatmap": (GaussianHeatmap, {}), "udp_heatmap": (UDPHeatmap, {}),
+            "dlc": (DLCHeatmap, {}), "simcc": (SimCC, {})}
+
+
 def test_every_entry_builds_the_codec_of_that_name():
-    expected = {"heatmap": GaussianHeatmap, "udp_heatmap": UDPHeatmap, "dlc": DLCHeatmap,
-                "simcc": SimCC}
-    assert set(CODECS) >= set(expected)
-    for name in CODECS:
-        codec = build_codec(name, (192, 256))
-        assert codec.name == name
-        if name in expected:
-            assert type(codec) is expected[name]
+    assert set(CODECS) >= set(EXPECTED) and all(callable(f) for f in CODECS.values())
+    for name, (cls, kw) in EXPECTED.items():
+        codec = build_codec(name, (192, 256), **kw)
+        assert type(codec) is cls and codec.name == name
 
 
 def test_sizes_follow_input_size_and_stride():

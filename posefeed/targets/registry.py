@@ -17,8 +17,9 @@ To add a codec (one file per codec in ``posefeed/targets/``, a ``name`` class at
    takes ``input_size=`` only, or a small function of ``(input_size, heatmap_stride, **kw)``
    (see `_dlc`) for anything else; put the recipe's defaults in that function, not in the
    callers;
-3. export the class from ``posefeed/targets/__init__.py``; ``tests/test_targets_registry.py``
-   then checks the entry builds the class under that name.
+3. export the class from ``posefeed/targets/__init__.py`` and add it to ``EXPECTED`` in
+   ``tests/test_targets_registry.py`` (with any keyword argument its factory needs), which
+   checks that the entry builds that class under that name.
 """
 from __future__ import annotations
 

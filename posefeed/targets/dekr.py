@@ -87,8 +87,8 @@ class DEKR(Codec):
     square here (values differ by < 1e-6).
 
     Cost (NumPy): the windows and squares only (a fixed-size window per keypoint, masked);
-    the max over instances and the last-writer rules are integer sorts and cumulative
-    sums; fresh maps are zeroed memory plus those cells, the heatmap weight one fill per
+    the max over instances is a scatter repeated where a larger value lost (at most N
+    rounds), the offsets' last-writer rules are one integer sort and cumulative sums; fresh maps are zeroed memory plus those cells, the heatmap weight one fill per
     map. :meth:`encoder` (kept buffers; the DALI adapter uses it on the CPU) clears only
     the previous call's cells and refills only the weight maps whose base value changed.
 
@@ -211,7 +211,10 @@ class DEKR(Codec):
         base = xp.where(last_ign >= 0, xp.float32(0), xp.float32(self.bg_weight)).astype(xp.float32)
         if "base" in prev:  # maps whose base changed are refilled, the others' 1s reset
             ones = prev["ones"]
-            wtf[ones] = base.reshape(-1)[ones // hw_]
+            if bool((base == base.reshape(-1)[0]).all()):  # one value (no v = -1): no gather
+                wtf[ones] = base.reshape(-1)[0]
+            else:
+                wtf[ones] = base.reshape(-1)[ones // hw_]
             cb, ck = xp.nonzero(prev["base"] != base)
             if cb.size:
                 wt[cb, ck] = base[cb, ck][:, None, None]
@@ -225,38 +228,30 @@ class DEKR(Codec):
                                        sigma, sel.start, k1))
         key = xp.concatenate([p[0] for p in parts])
         val = xp.concatenate([p[1] for p in parts])
-        lt = xp.concatenate([p[2] for p in parts])
-        ones = key[lt]
+        ones = xp.concatenate([p[2] for p in parts])
         wtf[ones] = 1.0
         new["ones"] = ones
-        if n > 1 and key.size:
-            # max over instances: sort (cell, value bits) -- float32 >= 0 orders like its bits
-            bits = val.view(xp.int32).astype(xp.int64)
-            if b * k1 * hw_ < 2 ** 30:
-                srt = xp.sort(key * (2 ** 32) + bits)
-                sk = srt >> 32
-                last = xp.ones(sk.shape, dtype=bool)
-                last[:-1] = sk[1:] != sk[:-1]
-                key = sk[last]
-                val = (srt[last] & 0xFFFFFFFF).astype(xp.int32).view(xp.float32)
-            else:  # pragma: no cover - keys too large to pack
-                order = xp.lexsort(xp.stack([val, key]))
-                ks = key[order]
-                last = xp.ones(ks.shape, dtype=bool)
-                last[:-1] = ks[1:] != ks[:-1]
-                key, val = ks[last], val[order][last]
+        # max over instances: write everything, then rewrite the cells where a larger value
+        # lost (duplicate indices keep an arbitrary one); each round raises every such
+        # cell, so at most N rounds (usually one or two)
         hmf[key] = val
+        k_, v_ = key, val
+        while k_.size:
+            lost = xp.flatnonzero(v_ > hmf[k_])
+            k_, v_ = k_[lost], v_[lost]
+            hmf[k_] = v_
         new["hm"] = key
 
     def _windows(self, xp: Any, xs: Array, ys: Array, drawn: Array, late: Array, sigma: float,
                  k0: int, k1: int) -> tuple[Array, Array, Array]:
-        """The window cells of every drawn keypoint of one kind (``sigma``): flat index into
-        ``(B, K+1, H, W)``, the float32 value, and whether the cell's weight becomes 1."""
+        """The window cells of every drawn keypoint of one kind (``sigma``): flat indices into
+        ``(B, K+1, H, W)`` and float32 values of a block per keypoint (0 outside its window),
+        and the indices whose weight becomes 1."""
         w, h = self.heatmap_size
         f32 = xp.float32
         r3 = f32(3 * sigma)
         two_s2 = f32(2 * sigma ** 2)
-        span = int(math.ceil(6 * sigma)) + 6
+        span = int(math.ceil(6 * sigma + 3)) + 2  # ceil(x + 3σ + 2) - floor(x - 3σ - 1) <= this
         ul_x = xp.floor(((xs - r3) - f32(1)).astype(f32))
         ul_y = xp.floor(((ys - r3) - f32(1)).astype(f32))
         br_x = xp.ceil(((xs + r3) + f32(2)).astype(f32))
@@ -268,29 +263,28 @@ class DEKR(Codec):
         kk = drawn.shape[-1]
         n = drawn.shape[1]
         bi, ki = idx // (n * kk), idx % kk
-        ulx = ul_x.reshape(-1)[idx].astype(xp.int64)
-        uly = ul_y.reshape(-1)[idx].astype(xp.int64)
-        cc = xp.maximum(ulx, 0)
-        aa = xp.maximum(uly, 0)
-        dd = xp.minimum(br_x.reshape(-1)[idx].astype(xp.int64), w)
-        bb = xp.minimum(br_y.reshape(-1)[idx].astype(xp.int64), h)
-        off = xp.arange(span)
-        cols = cc[:, None] + off  # (M, span)
-        rows = aa[:, None] + off
-        cin = cols < dd[:, None]
-        rin = rows < bb[:, None]
-        x0 = xs.reshape(-1)[idx][:, None]
-        y0 = ys.reshape(-1)[idx][:, None]
-        dx = cols.astype(f32) - x0
-        dy = rows.astype(f32) - y0
-        dx2, dy2 = dx * dx, dy * dy
-        val = xp.exp(-(dy2[:, :, None] + dx2[:, None, :]) / two_s2).astype(f32)  # (M, span, span)
-        inside = rin[:, :, None] & cin[:, None, :]
-        m, i, j = xp.nonzero(inside)
+        # a fixed-size block per keypoint, moved inside the map; cells outside DLC's
+        # (clipped) window [ul, br) get 0 and no weight
+        sx, sy = min(span, w), min(span, h)
+        cc = xp.maximum(ul_x.reshape(-1)[idx], 0).astype(xp.int64)
+        aa = xp.maximum(ul_y.reshape(-1)[idx], 0).astype(xp.int64)
+        dd = xp.minimum(br_x.reshape(-1)[idx], w).astype(xp.int64)
+        bb = xp.minimum(br_y.reshape(-1)[idx], h).astype(xp.int64)
+        c0 = xp.minimum(cc, w - sx)
+        r0 = xp.minimum(aa, h - sy)
+        cols = c0[:, None] + xp.arange(sx)  # (M, sx)
+        rows = r0[:, None] + xp.arange(sy)
+        cin = (cols >= cc[:, None]) & (cols < dd[:, None])
+        rin = (rows >= aa[:, None]) & (rows < bb[:, None])
+        dx = cols.astype(f32) - xs.reshape(-1)[idx][:, None]
+        dy = rows.astype(f32) - ys.reshape(-1)[idx][:, None]
+        dx2 = xp.where(cin, dx * dx, f32(np.inf))  # exp(-inf) = 0 outside the window
+        dy2 = xp.where(rin, dy * dy, f32(np.inf))
+        val = xp.exp(-(dy2[:, :, None] + dx2[:, None, :]) / two_s2).astype(f32)  # (M, sy, sx)
         hw_ = h * w
-        key = ((bi[m] * k1 + k0 + ki[m]) * hw_) + rows[m, i] * w + cols[m, j]
-        lt = late.reshape(-1)[idx][m]
-        return key.astype(xp.int64), val[m, i, j], lt
+        key = ((bi * k1 + k0 + ki) * hw_)[:, None, None] + (rows * w)[:, :, None] + cols[:, None, :]
+        inside = (rin & late.reshape(-1)[idx][:, None])[:, :, None] & cin[:, None, :]
+        return key.reshape(-1), val.reshape(-1), key[inside]
 
     def _offsets(self, xp: Any, x: Array, y: Array, v: Array, area: Array, dst: dict, prev: dict,
                  new: dict) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -213,12 +214,18 @@ def _pose(rng: np.random.Generator, parents: list[int], rest: np.ndarray, scale:
 
 def render_frame(rng: np.random.Generator, n_keypoints: int = 17, max_instances: int = 2,
                  image_size: tuple[int, int] = (640, 480), occlusion: float = 0.5,
-                 hide: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+                 hide: float = 0.3, animals: Sequence[np.ndarray] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one frame: ``(image (H, W, 3) uint8 RGB, keypoints (n, K, 3) float64)`` with
     ``1 <= n <= max_instances`` instances, every one with at least one labelled keypoint.
 
     ``occlusion``: probability of drawing occluder shapes over the figures; ``hide``:
     probability that a covered joint is left unlabelled (``v = 0``) rather than ``v = 1``.
+
+    ``animals``: one body colour (RGB, 0..255) per identity: then every identity appears
+    (``n = len(animals)``, keypoints row ``i`` = identity ``i``), the figures are placed
+    close together so that they overlap, and they are drawn in a random order, so that any
+    one may cover another (a covered joint gets ``v = 1`` or, with ``hide``, 0).
     """
     w, h = int(image_size[0]), int(image_size[1])
     names, parents, rest = synthetic_skeleton(n_keypoints)
@@ -226,22 +233,31 @@ def render_frame(rng: np.random.Generator, n_keypoints: int = 17, max_instances:
     colours = joint_colours(k)
     img = _background(rng, w, h)
     idmap = np.full((h, w), _BACKGROUND, dtype=np.int32)
-    n = int(rng.integers(1, max_instances + 1))
+    n = len(animals) if animals is not None else int(rng.integers(1, max_instances + 1))
     lo, hi = (0.07, 0.17) if max_instances > 1 else (0.09, 0.2)
+    group = None if animals is None else np.array([rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h])
     poses, centres = [], []
     for _ in range(n):
         for _attempt in range(30):
             scale = h * rng.uniform(lo, hi)
-            centre = np.array([rng.uniform(0.08, 0.92) * w, rng.uniform(0.12, 0.88) * h])
+            if animals is None:
+                centre = np.array([rng.uniform(0.08, 0.92) * w, rng.uniform(0.12, 0.88) * h])
+            else:  # a crowd: within about one body length of the group's centre
+                centre = group + rng.normal(0.0, 0.7 * scale, 2)
             pos = _pose(rng, parents, rest, scale, rng.uniform(-np.pi / 3, np.pi / 3), centre)
             inside = ((pos >= -0.5) & (pos < np.array([w, h]) - 0.5)).all(axis=1)
-            apart = all(np.hypot(*(centre - c)) > 1.6 * scale for c in centres)
+            apart = animals is not None or all(np.hypot(*(centre - c)) > 1.6 * scale for c in centres)
             if inside.sum() >= max(1, (k + 1) // 2) and (apart or _attempt > 20):
                 break
         poses.append((pos, scale))
         centres.append(centre)
-    for i, (pos, scale) in enumerate(poses):
-        body = _hsv(rng.random(), rng.uniform(0.7, 0.95), rng.uniform(0.7, 0.95))
+    order = range(n) if animals is None else rng.permutation(n)
+    for i in order:
+        pos, scale = poses[i]
+        if animals is None:
+            body = _hsv(rng.random(), rng.uniform(0.7, 0.95), rng.uniform(0.7, 0.95))
+        else:
+            body = np.asarray(animals[i], dtype=np.float64)
         ident = i * _ID + _LIMB
         if k > 8:
             _capsule(img, idmap, pos[1], pos[8], 0.26 * scale, 0.22 * scale, body, ident)
@@ -312,10 +328,12 @@ class SyntheticConfig:
     image_size: tuple[int, int] = (640, 480)
     seed: int = 0
     quality: int = 92
+    animals: int | None = None
 
     def tag(self) -> str:
         w, h = self.image_size
-        return (f"synthetic-f{self.n_frames}-k{self.n_keypoints}-i{self.max_instances}"
+        crowd = "" if self.animals is None else f"-a{self.animals}"
+        return (f"synthetic-f{self.n_frames}-k{self.n_keypoints}-i{self.max_instances}{crowd}"
                 f"-{w}x{h}-s{self.seed}")
 
 
@@ -325,13 +343,25 @@ SCORER = "posefeed"
 
 def make_synthetic(out_dir: str | Path, n_frames: int = 200, n_keypoints: int = 17,
                    max_instances: int = 2, image_size: tuple[int, int] = (640, 480),
-                   seed: int = 0, quality: int = 92) -> SyntheticDataset:
+                   seed: int = 0, quality: int = 92, animals: int | None = None) -> SyntheticDataset:
     """Render ``n_frames`` JPEG frames of ``image_size`` (width, height) into
     ``out_dir/labeled-data/synthetic/`` and write the labels as a DeepLabCut project
     (``out_dir/config.yaml`` + ``CollectedData_posefeed.h5/.csv``) and ``out_dir/coco.json``.
-    Deterministic in ``seed``."""
+    Deterministic in ``seed``.
+
+    ``animals=N``: a multi-animal project with identities: every frame shows the same
+    ``N`` individuals (``individual0`` ... each with its own body colour in every frame),
+    crowded so that they overlap and occlude each other (see `render_frame`); the project
+    is written multi-animal (4-level columns scorer / individuals / bodyparts / coords,
+    ``multianimalproject: true``, ``individuals``, ``multianimalbodyparts``) whatever
+    ``max_instances`` says (it is set to ``N``)."""
+    if animals is not None:
+        if int(animals) < 1:
+            raise ValueError(f"animals must be >= 1; got {animals!r}")
+        max_instances = int(animals)
     cfg = SyntheticConfig(n_frames, n_keypoints, max_instances,
-                          (int(image_size[0]), int(image_size[1])), seed, quality)
+                          (int(image_size[0]), int(image_size[1])), seed, quality,
+                          animals=None if animals is None else int(animals))
     if n_frames < 1 or max_instances < 1:
         raise ValueError("n_frames and max_instances must be >= 1")
     out = Path(out_dir)
@@ -339,9 +369,12 @@ def make_synthetic(out_dir: str | Path, n_frames: int = 200, n_keypoints: int = 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     names, parents, _ = synthetic_skeleton(n_keypoints)
+    bodies = None
+    if animals is not None:  # identity colours: evenly spaced hues, fixed for the project
+        bodies = [_hsv((i + 0.5) / animals, 0.85, 0.9) for i in range(animals)]
     images, individuals, kps = [], [], []
     for f in range(n_frames):
-        img, kp = render_frame(rng, n_keypoints, max_instances, cfg.image_size)
+        img, kp = render_frame(rng, n_keypoints, max_instances, cfg.image_size, animals=bodies)
         rel = f"labeled-data/{VIDEO}/img{f:05d}.jpg"
         Image.fromarray(img).save(out / rel, quality=quality, subsampling=0)
         for i in range(len(kp)):
@@ -354,7 +387,7 @@ def make_synthetic(out_dir: str | Path, n_frames: int = 200, n_keypoints: int = 
         images, kp_arr, names, sizes, individuals=individuals,
         bboxes=bbox_from_keypoints(kp_arr, sizes), flip_pairs=infer_flip_pairs(names),
         skeleton=[(p, j) for j, p in enumerate(parents) if p >= 0], root=out)
-    multi = max_instances > 1
+    multi = max_instances > 1 or animals is not None
     h5 = write_dlc(table, folder / f"CollectedData_{SCORER}.h5", scorer=SCORER,
                    multianimal=multi)
     csv = write_dlc(table, folder / f"CollectedData_{SCORER}.csv", scorer=SCORER,

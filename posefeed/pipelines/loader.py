@@ -144,6 +144,11 @@ class PoseLoader:
                                on_bad_image=on_bad_image, roi=self.graph.roi)
         self.source = BatchSource(table, self.spec, reader)
         self.names = ["image", "keypoints", "index", "affine"] + output_names(self.codecs)
+        #: the table's individuals in first-seen order; frame-mode batches carry
+        #: ``individual_ids (B, N)``: each instance's position in this list, -1 for padding
+        self.individuals = list(dict.fromkeys(table.individuals))
+        code = {name: i for i, name in enumerate(self.individuals)}
+        self._individual_of_row = np.asarray([code[i] for i in table.individuals], dtype=np.int64)
         self._pipe = None
         self._clean = False
         self._epoch = 0
@@ -366,4 +371,8 @@ class PoseLoader:
             torch.cuda.current_stream(self.device_id).synchronize()
         if self.mode == "topdown" and batch["keypoints"].ndim == 3:
             batch["keypoints"] = batch["keypoints"][:, None]
+        if self.mode == "frame":  # identities, for identity heads (index: table rows, -1 pad)
+            rows = batch["index"].cpu().numpy()
+            ids = np.where(rows >= 0, self._individual_of_row[np.maximum(rows, 0)], -1)
+            batch["individual_ids"] = torch.from_numpy(ids.astype(np.int64))
         return batch

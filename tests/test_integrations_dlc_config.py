@@ -41,6 +41,7 @@ model:
           num_heatmaps: 2
         - type: PartAffinityFieldGenerator
           graph: [[0, 1]]
+        - type: SimCCGenerator
 runner:
   type: PoseTrainingRunner
 """
@@ -53,19 +54,23 @@ def test_switch_backup_and_undo(tmp_path):
     assert [(s.where, s.old, s.new) for s in switches] == [
         ("model.heads.bodypart.target_generator", "HeatmapGaussianGenerator", "PosefeedHeatmapGaussianGenerator"),
         ("model.heads.identity.target_generator.generators[0]", "HeatmapPlateauGenerator",
-         "PosefeedHeatmapPlateauGenerator")]
+         "PosefeedHeatmapPlateauGenerator"),
+        ("model.heads.identity.target_generator.generators[1]", "PartAffinityFieldGenerator",
+         "PosefeedPartAffinityFieldGenerator")]
     text = path.read_text()
-    # only the two type lines changed; the comment after the first one is kept
+    # only the three type lines changed; the comment after the first one is kept
     diff = [(a, b) for a, b in zip(CONFIG.splitlines(), text.splitlines()) if a != b]
     assert diff == [("        type: HeatmapGaussianGenerator   # DeepLabCut's default",
                      "        type: PosefeedHeatmapGaussianGenerator   # DeepLabCut's default"),
-                    ("        - type: HeatmapPlateauGenerator", "        - type: PosefeedHeatmapPlateauGenerator")]
-    assert dict(generator_types(yaml.safe_load(text)))["model.heads.identity.target_generator.generators[1]"] \
-        == "PartAffinityFieldGenerator"                         # no drop-in: unchanged
+                    ("        - type: HeatmapPlateauGenerator", "        - type: PosefeedHeatmapPlateauGenerator"),
+                    ("        - type: PartAffinityFieldGenerator",
+                     "        - type: PosefeedPartAffinityFieldGenerator")]
+    assert dict(generator_types(yaml.safe_load(text)))["model.heads.identity.target_generator.generators[2]"] \
+        == "SimCCGenerator"                                     # no drop-in: unchanged
     backup = tmp_path / ("pytorch_config.yaml" + BACKUP_SUFFIX)
     assert backup.read_text() == CONFIG
     assert use_generators(path) == []                           # already switched: untouched
-    assert len(use_generators(path, undo=True)) == 2
+    assert len(use_generators(path, undo=True)) == 3
     assert path.read_text() == CONFIG
     path.write_text(CONFIG.replace("pos_dist_thresh: 17", "pos_dist_thresh: 12"))
     use_generators(path)

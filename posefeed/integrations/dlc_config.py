@@ -24,6 +24,8 @@ import yaml
 DROP_INS: dict[str, str] = {
     "HeatmapGaussianGenerator": "PosefeedHeatmapGaussianGenerator",
     "HeatmapPlateauGenerator": "PosefeedHeatmapPlateauGenerator",
+    "PartAffinityFieldGenerator": "PosefeedPartAffinityFieldGenerator",
+    "DEKRGenerator": "PosefeedDEKRGenerator",
 }
 BACKUP_SUFFIX = ".posefeed-backup"
 

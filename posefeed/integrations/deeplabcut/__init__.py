@@ -2,7 +2,8 @@
 
 ``import posefeed.integrations.deeplabcut`` registers posefeed's target generators in
 DeepLabCut's ``TARGET_GENERATORS`` (``PosefeedHeatmapGaussianGenerator``,
-``PosefeedHeatmapPlateauGenerator``), so a ``pytorch_config.yaml`` can name them by ``type``
+``PosefeedHeatmapPlateauGenerator``, ``PosefeedPartAffinityFieldGenerator``,
+``PosefeedDEKRGenerator``), so a ``pytorch_config.yaml`` can name them by ``type``
 (``posefeed dlc use-generators`` switches a shuffle's config) and DeepLabCut's own
 ``train_network`` trains with them.
 """
@@ -15,12 +16,14 @@ except ImportError as e:  # pragma: no cover - depends on the environment
                       "pip install 'posefeed[deeplabcut]'") from e
 
 from posefeed.integrations.dlc_config import use_generators
-from posefeed.integrations.deeplabcut.generators import (GENERATORS,
+from posefeed.integrations.deeplabcut.generators import (GENERATORS, PosefeedDEKRGenerator,
                                                          PosefeedHeatmapGaussianGenerator,
                                                          PosefeedHeatmapPlateauGenerator,
+                                                         PosefeedPartAffinityFieldGenerator,
                                                          register)
 
 register()
 
-__all__ = ["GENERATORS", "PosefeedHeatmapGaussianGenerator", "PosefeedHeatmapPlateauGenerator",
-           "register", "use_generators"]
+__all__ = ["GENERATORS", "PosefeedDEKRGenerator", "PosefeedHeatmapGaussianGenerator",
+           "PosefeedHeatmapPlateauGenerator", "PosefeedPartAffinityFieldGenerator", "register",
+           "use_generators"]

@@ -20,6 +20,7 @@ from deeplabcut.pose_estimation_pytorch.models.target_generators.base import (
 
 from posefeed.integrations.dlc_config import DROP_INS
 from posefeed.integrations.dlc_heatmap import DLCHeatmapTargets
+from posefeed.integrations.dlc_multi import DEKRTargets, PAFTargets
 
 
 class _PosefeedHeatmapGenerator(BaseGenerator):
@@ -68,10 +69,49 @@ class PosefeedHeatmapPlateauGenerator(_PosefeedHeatmapGenerator):
     mode = "plateau"
 
 
+class PosefeedPartAffinityFieldGenerator(BaseGenerator):
+    """Drop-in for DeepLabCut's ``PartAffinityFieldGenerator(graph, width)`` (posefeed's
+    ``PartAffinityField`` codec; same output dict, values and dtype)."""
+
+    def __init__(self, graph: list, width: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.targets = PAFTargets(graph, width, label_keypoint_key=self.label_keypoint_key)
+        self.graph, self.width, self.num_limbs = graph, width, self.targets.num_limbs
+
+    def forward(self, stride: float, outputs: dict[str, torch.Tensor],
+                labels: dict) -> dict[str, dict[str, torch.Tensor]]:
+        return self.targets(stride, outputs, labels)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.targets!r})"
+
+
+class PosefeedDEKRGenerator(BaseGenerator):
+    """Drop-in for DeepLabCut's ``DEKRGenerator(num_joints, pos_dist_thresh, bg_weight)``
+    (posefeed's ``DEKR`` codec with the centres DeepLabCut's dataset appends)."""
+
+    def __init__(self, num_joints: int, pos_dist_thresh: int, bg_weight: float = 0.1,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.targets = DEKRTargets(num_joints, pos_dist_thresh, bg_weight,
+                                   label_keypoint_key=self.label_keypoint_key)
+        self.num_joints, self.num_heatmaps = self.targets.num_joints, self.targets.num_heatmaps
+        self.pos_dist_thresh, self.bg_weight = pos_dist_thresh, bg_weight
+
+    def forward(self, stride: float, outputs: dict[str, torch.Tensor],
+                labels: dict) -> dict[str, dict[str, torch.Tensor]]:
+        return self.targets(stride, outputs, labels)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.targets!r})"
+
+
 # DeepLabCut generator type -> posefeed's drop-in class (names as in DROP_INS)
 GENERATORS: dict[str, type[BaseGenerator]] = {
     "HeatmapGaussianGenerator": PosefeedHeatmapGaussianGenerator,
     "HeatmapPlateauGenerator": PosefeedHeatmapPlateauGenerator,
+    "PartAffinityFieldGenerator": PosefeedPartAffinityFieldGenerator,
+    "DEKRGenerator": PosefeedDEKRGenerator,
 }
 assert {k: v.__name__ for k, v in GENERATORS.items()} == DROP_INS, "GENERATORS and DROP_INS disagree"
 

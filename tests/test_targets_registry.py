@@ -2,13 +2,14 @@
 import numpy as np
 import pytest
 
-from posefeed.targets import (CODECS, DLCHeatmap, GaussianHeatmap, SimCC, UDPHeatmap,
-                              build_codec)
+from posefeed.targets import (CODECS, DEKR, DLCHeatmap, GaussianHeatmap, PartAffinityField, SimCC,
+                              UDPHeatmap, build_codec)
 
 
 #: name -> (class, extra keyword arguments the factory needs); add a new entry here too
 EXPECTED = {"heatmap": (GaussianHeatmap, {}), "udp_heatmap": (UDPHeatmap, {}),
-            "dlc": (DLCHeatmap, {}), "simcc": (SimCC, {})}
+            "dlc": (DLCHeatmap, {}), "simcc": (SimCC, {}),
+            "paf": (PartAffinityField, {"graph": [(0, 1)]}), "dekr": (DEKR, {"num_joints": 3})}
 
 
 def test_every_entry_builds_the_codec_of_that_name():
@@ -41,6 +42,17 @@ def test_keyword_arguments_reach_the_constructor():
     assert hm.max() == pytest.approx(hm[0, 0, 30, 25], rel=1e-6)
 
 
+def test_multi_animal_entries():
+    # 512 x 512 input at stride 8: 64 x 64 cells (the issue's PAF case); DEKR at stride 4
+    p = build_codec("paf", (512, 512), 8, graph=[(0, 1), (1, 2)])
+    assert (p.stride, p.heatmap_size, p.width, p.num_limbs) == (8.0, (64, 64), 20.0, 2)
+    assert build_codec("paf", (512, 512), graph=[(0, 1)], width=7).width == 7.0
+    d = build_codec("dekr", (512, 384), num_joints=12)
+    assert (d.stride, d.heatmap_size, d.pos_dist_thresh, d.bg_weight) == (4.0, (128, 96), 17.0, 0.1)
+    with pytest.raises(TypeError, match="graph"):
+        build_codec("paf", (512, 512))
+
+
 def test_unknown_name_lists_the_registered_codecs():
-    with pytest.raises(ValueError, match="unknown codec 'paf'.*dlc, heatmap, simcc"):
-        build_codec("paf", (192, 256))
+    with pytest.raises(ValueError, match="unknown codec 'nosuch'.*dekr, dlc, heatmap, paf, simcc"):
+        build_codec("nosuch", (192, 256))

@@ -26,8 +26,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from posefeed.targets.base import Codec
+from posefeed.targets.dekr import DEKR
 from posefeed.targets.dlc_heatmap import DLCHeatmap
 from posefeed.targets.gaussian_heatmap import GaussianHeatmap
+from posefeed.targets.paf import PartAffinityField
 from posefeed.targets.simcc import SimCC
 from posefeed.targets.udp_heatmap import UDPHeatmap
 
@@ -67,11 +69,25 @@ def _dlc(input_size: tuple[int, int], heatmap_stride: int = 4, **kw: Any) -> Cod
     return DLCHeatmap(float(heatmap_stride), heatmap_size_for(input_size, heatmap_stride), **kw)
 
 
+def _paf(input_size: tuple[int, int], heatmap_stride: int = 4, *, graph: Any, **kw: Any) -> Codec:
+    """`PartAffinityField` at ``stride = heatmap_stride``; ``graph`` (limbs as keypoint-index
+    pairs) is required, ``width`` defaults to DeepLabCut's 20 input pixels."""
+    return PartAffinityField(graph, float(heatmap_stride), heatmap_size_for(input_size, heatmap_stride), **kw)
+
+
+def _dekr(input_size: tuple[int, int], heatmap_stride: int = 4, *, num_joints: int, **kw: Any) -> Codec:
+    """`DEKR` at ``stride = heatmap_stride``; ``num_joints`` is required, ``pos_dist_thresh``
+    (17 input px) and ``bg_weight`` (0.1) default to DeepLabCut's."""
+    return DEKR(num_joints, float(heatmap_stride), heatmap_size_for(input_size, heatmap_stride), **kw)
+
+
 CODECS: dict[str, CodecFactory] = {
     "heatmap": heatmap_codec(GaussianHeatmap),      # MSRA Gaussian, sigma 2 cells
     "udp_heatmap": heatmap_codec(UDPHeatmap),
     "dlc": _dlc,                                    # DeepLabCut heatmap + locref
     "simcc": input_codec(SimCC),                    # RTMPose, sigma (4.9, 5.66), ratio 2
+    "paf": _paf,                                    # DeepLabCut part-affinity fields (graph=)
+    "dekr": _dekr,                                  # DeepLabCut DEKR (num_joints=)
 }
 
 

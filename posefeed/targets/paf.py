@@ -2,6 +2,7 @@
 no Python loop over batch, animal, limb or pixel."""
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -178,7 +179,6 @@ class PartAffinityField(Codec):
         ortho = lm["ortho"].reshape(-1)[e].astype(f64)
         y1 = xp.clip(lm["y1"].reshape(-1)[e].astype(f64), -_BIG, _BIG)
         y2 = xp.clip(lm["y2"].reshape(-1)[e].astype(f64), -_BIG, _BIG)
-        gx = xp.asarray(self.grid_x)
         gy = xp.asarray(self.grid_y)
 
         # rows the band can reach: gy in [min(y) - w, max(y) + w]; gy_i lies in
@@ -207,26 +207,34 @@ class PartAffinityField(Codec):
         c_lo = xp.clip(xp.ceil((xlo - s / 2) / s) - 1, 0, w).astype(xp.int64)
         c_hi = xp.clip(xp.floor((xhi - s / 2 + 1) / s) + 1, -1, w - 1).astype(xp.int64)
         nc = xp.maximum(c_hi - c_lo + 1, 0)
-        pp, col = _expand(xp, c_lo, nc)  # (pair, col) candidate cells
-        ei = pe[pp]
-        xg = gx[col].astype(f64)
-        yg = yy[pp]
-        uxc, uyc = ux[ei], uy[ei]
-        # DLC's tests, term by term
-        along = uxc * xg + uyc * yg
-        across = xp.abs(((yg * uxc - xg * uyc) - ortho[ei]) * 1.0 / wd)
-        inside = (along >= lo[ei]) & (along <= hi[ei]) & (across <= 1)
-        keep = xp.flatnonzero(inside)
-        ei, across = ei[keep], across[keep]
+        # candidate cells as (chunk, C) blocks: each pair's run of columns cut into chunks of
+        # C columns, so the per-pair constants broadcast instead of being gathered per cell
+        C = int(min(max(4, math.ceil(float(nc.mean()))), 32)) if nc.size else 4
+        nch = (nc + (C - 1)) // C
+        cp, ci = _expand(xp, xp.zeros_like(nch), nch)  # (pair, chunk index) of each chunk
+        jj = xp.arange(C)
+        start = c_lo[cp] + ci * C
+        cols = start[:, None] + jj  # (chunks, C)
+        valid = jj < (nc[cp] - ci * C)[:, None]
+        xg = xp.trunc(cols * s + s / 2)  # DLC's int grid (float64, exact integers)
+        uxq, uyq = uxp[cp][:, None], uyp[cp][:, None]
+        yq = yy[cp][:, None]
+        ee = pe[cp]
+        # DLC's tests, term by term (each product of a float32 and an integer is exact)
+        along = uxq * xg + uyq * yq
+        across = xp.abs(((yq * uxq - xg * uyq) - ortho[ee][:, None]) * 1.0 / wd)
+        inside = valid & (along >= lo[ee][:, None]) & (along <= hi[ee][:, None]) & (across <= 1)
+        q, jk = xp.nonzero(inside)
+        t = 1.0 - across[q, jk]
         hw_ = h * w
-        le = e[ei]  # flat (b, n, l) of each kept cell
-        bl = (le // (n * L)) * L + le % L  # its channel pair (b, l)
-        cell = row[pp[keep]] * w + col[keep]
-        if n > 1 and cell.size:
-            # the last animal wins: sort (channel pair, cell, entry) keys -- entries are in
+        le = e[ee]  # flat (b, n, l) of each chunk
+        ck = (((le // (n * L)) * L + le % L) * hw_ + row[cp] * w)[q] + cols[q, jk]  # (b, l) map, cell
+        vx = (uxq[q, 0] * t).astype(xp.float32)
+        vy = (uyq[q, 0] * t).astype(xp.float32)
+        if n > 1 and ck.size:
+            # the last animal wins: sort (map and cell, entry) keys -- entries are in
             # (b, n, l) order, so the last entry of each (b, l, cell) has the highest n
-            m = int(cell.size)
-            ck = bl * hw_ + cell
+            m = int(ck.size)
             if b * L * hw_ * m < 2 ** 62:
                 srt = xp.sort(ck * m + xp.arange(m))
                 sk, order = srt // m, srt % m
@@ -236,11 +244,9 @@ class PartAffinityField(Codec):
             last = xp.ones(m, dtype=bool)
             last[:-1] = sk[1:] != sk[:-1]
             win = order[last]
-            ei, across, bl, cell = ei[win], across[win], bl[win], cell[win]
-        t = 1.0 - across
-        idx = (bl * 2) * hw_ + cell  # channel 2l of sample b
-        vx = (ux[ei] * t).astype(xp.float32)
-        vy = (uy[ei] * t).astype(xp.float32)
+            ck, vx, vy = sk[last], vx[win], vy[win]
+        # channel 2l of sample b: (b, l) map index times 2
+        idx = ck + (ck // hw_) * hw_
         return idx.astype(xp.int64), vx, vy
 
     # ------------------------------------------------------------------ decode

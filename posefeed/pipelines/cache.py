@@ -63,9 +63,12 @@ def check_fits(table: PoseTable, where: str, device_id: int = 0, channels: int =
 
 def decode_all(paths: list[str], where: str, device_id: int | None, num_threads: int,
                batch_size: int = 32, skip: set[int] | None = None,
-               failures: dict[int, str] | None = None, channels: int = 3) -> list:
+               failures: dict[int, str] | None = None, channels: int = 3,
+               slab=None) -> list:
     """Decode ``paths`` once: a list of HWC uint8 RGB frames (NumPy on "host", torch CUDA
-    tensors on "device"; ``channels=4``: RGBA host frames, alpha 255); ``None`` for indices
+    tensors on "device"; ``channels=4``: RGBA host frames, alpha 255; with ``slab``, a
+    `posefeed.pipelines.slab.FrameSlab`, each frame is written into it and the list holds
+    its views); ``None`` for indices
     in ``skip`` (known bad files) and for files the decoder rejects, whose reasons go into
     ``failures`` (index -> message). A batch that fails is decoded again one file per
     pipeline to find the file(s) behind the error."""
@@ -79,11 +82,12 @@ def decode_all(paths: list[str], where: str, device_id: int | None, num_threads:
     done = 0
     while done < len(chunks):
         try:
-            done = _decode_chunks(paths, chunks, done, frames, where, device_id, num_threads, channels)
+            done = _decode_chunks(paths, chunks, done, frames, where, device_id, num_threads,
+                                  channels, slab)
         except _ChunkFailed as f:  # find the file(s) behind the error, one pipeline each
             for i in chunks[f.chunk]:
                 try:
-                    _decode_chunks(paths, [[i]], 0, frames, where, device_id, 1, channels)
+                    _decode_chunks(paths, [[i]], 0, frames, where, device_id, 1, channels, slab)
                 except _ChunkFailed as e:
                     frames[i] = None
                     failures[i] = _first_line(e.__cause__)
@@ -104,7 +108,8 @@ def _first_line(e: Exception) -> str:
 
 
 def _decode_chunks(paths: list[str], chunks: list[list[int]], first: int, frames: list,
-                   where: str, device_id: int | None, num_threads: int, channels: int = 3) -> int:
+                   where: str, device_id: int | None, num_threads: int, channels: int = 3,
+                   slab=None) -> int:
     """Decode ``chunks[first:]`` with one DALI pipeline into ``frames``; raise `_ChunkFailed`
     naming the chunk whose output failed. The pipeline is shut down before returning."""
     import nvidia.dali.fn as fn  # noqa: PLC0415
@@ -139,7 +144,15 @@ def _decode_chunks(paths: list[str], chunks: list[list[int]], first: int, frames
             except Exception as e:  # noqa: BLE001 - DALI raises RuntimeError
                 raise _ChunkFailed(done) from e
             for j, i in enumerate(chunks[done]):
-                frames[i] = _cuda_copy(out[j]) if gpu else _host_frame(out.at(j), channels)
+                if slab is not None:
+                    slab.put(i, _as_torch(out[j]) if gpu else np.asarray(out.at(j)))
+                    frames[i] = slab[i]
+                else:
+                    frames[i] = _cuda_copy(out[j]) if gpu else _host_frame(out.at(j), channels)
+            if slab is not None and gpu:     # the copies into the slab read DALI's buffers
+                import torch  # noqa: PLC0415
+
+                torch.cuda.current_stream().synchronize()
             done += 1
     finally:
         shutdown_pipeline(pipe)
@@ -175,3 +188,10 @@ def _cuda_copy(tensor_gpu):
     except Exception:
         torch.cuda.synchronize()
         return torch.as_tensor(tensor_gpu, device="cuda").clone()
+
+
+def _as_torch(tensor_gpu):
+    """A torch view of a DALI ``TensorGPU`` (DLPack)."""
+    import torch  # noqa: PLC0415
+
+    return torch.from_dlpack(tensor_gpu)

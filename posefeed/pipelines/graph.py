@@ -21,11 +21,19 @@ from nvidia.dali import pipeline_def
 from nvidia.dali.pipeline import do_not_convert
 
 from posefeed.pipelines.opencv_ops import OpenCVCrop
-from posefeed.pipelines.source import OUTPUTS, SourceFn
+from posefeed.pipelines.source import SourceFn
 from posefeed.targets.base import Codec
 
 #: ImageNet mean / std in 0..255 units (RGB)
 from posefeed.constants import IMAGENET_MEAN as MEAN, IMAGENET_STD as STD
+
+
+#: DALI's prefetch queue depth (iterations in flight ahead of the consumer)
+PREFETCH = 2
+
+#: on the CPU, run the codecs after the graph (`DenseTargets`) by default (measured in
+#: docs/benchmarks.md, "dense targets on the CPU")
+CPU_DENSE_TARGETS = False
 
 
 @dataclass(frozen=True)
@@ -49,23 +57,30 @@ class GraphSpec:
     cpu_backend: str = "opencv"
     roi: bool = False
     opencv_decode: bool = False       # CPU opencv backend: decode (PNG) inside the OpenCV stage
+    #: the codecs run after the graph on the dense keypoint batch (`DenseTargets`), not
+    #: inside it: always on the GPU (DALI's python_function is per sample there)
+    dense_targets: bool = False
 
     @classmethod
     def choose(cls, device: str, input_size: tuple[int, int], image_dtype: str = "float32",
                cache: str | None = None, cpu_backend: str = "opencv",
                roi_decode: bool | None = None, opencv_png: bool = True,
-               paths: Sequence[str] = ()) -> "GraphSpec":
+               paths: Sequence[str] = (), dense_targets: bool | None = None) -> "GraphSpec":
         """The one place that decides the graph's shape from the loader's options: the OpenCV
         stage or DALI ops (``cpu_backend``, CPU only), decoding PNG inside the OpenCV stage
         (``opencv_png`` with a cache-less, PNG-only dataset: ``paths``), and ROI decode
-        (``roi_decode``, default on for CPU; never with a cache or the OpenCV decode)."""
+        (``roi_decode``, default on for CPU; never with a cache or the OpenCV decode), and
+        where the codecs run (``dense_targets``: after the graph; default and forced on the
+        GPU, `CPU_DENSE_TARGETS` on the CPU)."""
         opencv = device == "cpu" and cpu_backend == "opencv"
         cv_decode = (opencv and cache is None and bool(opencv_png) and len(paths) > 0
                      and all(str(p).lower().endswith(".png") for p in paths))
         roi = (device == "cpu") if roi_decode is None else bool(roi_decode)
         return cls(device=device, input_size=(int(input_size[0]), int(input_size[1])),
                    image_dtype=image_dtype, frames=cache, cpu_backend=cpu_backend,
-                   roi=roi and cache is None and not cv_decode, opencv_decode=cv_decode)
+                   roi=roi and cache is None and not cv_decode, opencv_decode=cv_decode,
+                   dense_targets=device == "gpu" or (CPU_DENSE_TARGETS if dense_targets is None
+                                                     else bool(dense_targets)))
 
     @property
     def opencv(self) -> bool:
@@ -84,32 +99,63 @@ class GraphSpec:
         return self.opencv and (self.frames == "host" or (self.frames is None and self.opencv_decode))
 
 
-#: the source outputs the OpenCV stage takes after the frames, in its argument order
+#: the feed fields the OpenCV stage takes after the frames, in its argument order
 CROP_INPUTS = ("crop_affine", "hsv_lut", "hsv_on", "blur_size", "median_size", "drop_box")
+#: the feed fields the DALI-ops crop + photometric stage reads
+DALI_OPS_INPUTS = ("warp", "hue", "saturation", "value", "blur", "blur_kernel", "median",
+                   "drop_anchor", "drop_shape")
+#: fields every graph passes through as outputs
+PASS_THROUGH = ("keypoints", "index", "affine")
+
+
+def graph_params(spec: GraphSpec) -> tuple[str, ...]:
+    """The feed fields the graph's parameter ``external_source`` outputs (with crop ahead the
+    OpenCV stage's inputs go to the pool in the source instead)."""
+    fields = graph_fields(spec)[1:]
+    if spec.crop_ahead:
+        fields = tuple(f for f in fields if f not in CROP_INPUTS)
+    return fields
+
+
+def graph_fields(spec: GraphSpec) -> tuple[str, ...]:
+    """The feed fields the graph of ``spec`` reads, "images" first (the source computes only
+    these)."""
+    fields = ["images"]
+    if spec.frames is None and spec.roi and not (spec.opencv and spec.opencv_decode):
+        fields += ["roi_anchor", "roi_shape"]
+    if spec.opencv:
+        fields += CROP_INPUTS
+    else:
+        fields += DALI_OPS_INPUTS
+        fields.append("median_window" if spec.device == "gpu" else "median_kernel")
+    return tuple(fields) + PASS_THROUGH
 
 
 class SplitSource:
-    """Splits the source's tuple into two DALI external sources (images, which may live on the
-    GPU, and the CPU parameters), whichever DALI calls first; batches stay paired.
+    """Splits the named feed into two DALI external sources (images, which may live on the
+    GPU, and the CPU parameters ``param_fields``, in that order), whichever DALI calls first;
+    batches stay paired.
 
     With ``crop_ahead`` (an `OpenCVCrop`), each batch's frames and crop parameters go to
     ``crop_ahead.submit`` right away and the images output carries the batch's ticket
     (``(B, 1)`` int64) instead of the frames."""
 
-    def __init__(self, source: SourceFn, crop_ahead: OpenCVCrop | None = None):
+    def __init__(self, source: SourceFn, param_fields: Sequence[str],
+                 crop_ahead: OpenCVCrop | None = None):
         self.source = source
+        self.param_fields = tuple(param_fields)
         self.crop_ahead = crop_ahead
         self._images: deque = deque()
         self._params: deque = deque()
 
     def _pull(self) -> None:
-        out = self.source()
-        images = out[0]
+        feed = self.source()
+        images = feed["images"]
         if self.crop_ahead is not None:
-            ticket = self.crop_ahead.submit(images, *(out[OUTPUTS.index(n)] for n in CROP_INPUTS))
+            ticket = self.crop_ahead.submit(images, *(feed[n] for n in CROP_INPUTS))
             images = np.full((len(images), 1), ticket, dtype=np.int64)
         self._images.append(images)
-        self._params.append(tuple(out[1:]))
+        self._params.append(tuple(feed[n] for n in self.param_fields))
 
     def images(self):
         if not self._images:
@@ -132,12 +178,85 @@ def output_names(codecs: Sequence[Codec]) -> list[str]:
     return [o if seen[o] == 1 else f"{c.name}/{o}" for c in codecs for o in c.output_names]
 
 
-def build_pipeline(spec: GraphSpec, source: SourceFn, codecs: Sequence[Codec], batch_size: int,
-                   num_threads: int, device_id: int | None, prefetch: int = 2):
-    """Build the (not yet started) DALI pipeline. Outputs, in order: image, keypoints, index,
-    affine, then each codec's outputs (see `output_names`)."""
+# -- stages: each takes DALI nodes and the feed's parameters ``p`` and returns nodes ---------
+def decode(spec: GraphSpec, images, p):
+    """Encoded bytes -> RGB HWC frames ("mixed" = nvJPEG on the GPU; PNG decodes on CPU
+    threads either way); with ``spec.roi`` only the region the crop reads. Cached frames pass
+    through (host frames are copied to the GPU for a GPU graph)."""
+    gpu = spec.device == "gpu"
+    if spec.frames is None and spec.opencv and spec.opencv_decode:
+        return images                      # bytes: decoded inside the OpenCV stage
+    if spec.frames is None and spec.roi:
+        return fn.decoders.image_slice(images, p["roi_anchor"], p["roi_shape"],
+                                       normalized_anchor=False, normalized_shape=False,
+                                       axis_names="WH", output_type=types.RGB,
+                                       device="mixed" if gpu else "cpu")
+    if spec.frames is None:
+        return fn.decoders.image(images, device="mixed" if gpu else "cpu", output_type=types.RGB)
+    if gpu and spec.frames == "host":
+        return images.gpu()
+    return images
+
+
+def crop_opencv(spec: GraphSpec, frames, p, crop_fn):
+    """Affine crop + YOLOX HSV + blur + median blur + dropout in one OpenCV batch stage (a
+    thread pool); with crop ahead the source already started it and this collects."""
+    if spec.crop_ahead:
+        return fn.python_function(frames, function=crop_fn, batch_processing=True,
+                                  output_layouts="HWC")
+    return fn.python_function(frames, *(p[n] for n in CROP_INPUTS), function=crop_fn,
+                              batch_processing=True, output_layouts="HWC")
+
+
+def crop_dali_ops(spec: GraphSpec, frames, p):
+    """The same steps with DALI operators (the GPU graph; ``cpu_backend="dali"`` on CPU):
+    HSV is multiplicative, and on the CPU the median blur is a box blur of the same size."""
     gpu = spec.device == "gpu"
     w, h = spec.input_size
+    # one matrix per sample (output -> input, pixel corners), black border
+    crop = fn.warp_affine(frames, matrix=p["warp"], size=(h, w), fill_value=0,
+                          interp_type=types.INTERP_LINEAR)
+    crop = fn.hsv(crop, hue=p["hue"], saturation=p["saturation"], value=p["value"])
+    if p["blur"]:
+        kernel = p["blur_kernel"].gpu() if gpu else p["blur_kernel"]
+        crop = fn.filter(crop, kernel, border="reflect_101")
+    if p["median"]:
+        if gpu:
+            crop = fn.experimental.median_blur(crop, window_size=p["median_window"])
+        else:  # no CPU median filter in DALI: a box blur of the same size instead
+            crop = fn.filter(crop, p["median_kernel"], border="reflect_101")
+    return fn.erase(crop, anchor=p["drop_anchor"], shape=p["drop_shape"], axis_names="HW",
+                    fill_value=0)
+
+
+def normalise(spec: GraphSpec, crop):
+    """HWC uint8 -> CHW: float32 ImageNet-normalised (`MEAN`, `STD`, 0..255 units) or uint8."""
+    if spec.image_dtype == "uint8":
+        return fn.transpose(crop, perm=[2, 0, 1], output_layout="CHW")
+    return fn.crop_mirror_normalize(crop, dtype=types.FLOAT, output_layout="CHW",
+                                    mean=list(MEAN), std=list(STD))
+
+
+def targets(spec: GraphSpec, keypoints, codecs: Sequence[Codec], encoders) -> list:
+    """Each codec's outputs, encoded by a batch ``python_function`` inside the graph."""
+    outs: list = []
+    for codec, encode in zip(codecs, encoders):
+        o = fn.python_function(keypoints, function=encode, batch_processing=True,
+                               num_outputs=len(codec.output_names), device=spec.device)
+        outs += list(o) if isinstance(o, (list, tuple)) else [o]
+    return outs
+
+
+def build_pipeline(spec: GraphSpec, source: SourceFn, codecs: Sequence[Codec], batch_size: int,
+                   num_threads: int, device_id: int | None, prefetch: int = PREFETCH,
+                   frames_stream=None):
+    """Build the (not yet started) DALI pipeline. Outputs, in order: image, keypoints, index,
+    affine, then, when ``codecs`` are given (encoded inside the graph), each codec's outputs
+    (see `output_names`). ``source`` returns the named feed with `graph_fields` ``(spec)``.
+    ``frames_stream``: the CUDA stream device frames are gathered on (DALI orders its reads
+    after it)."""
+    gpu = spec.device == "gpu"
+    fields = graph_params(spec)
     # crop ahead: the pool works beside DALI's threads and the main thread, and its threads
     # wait for the GIL between OpenCV calls; one more thread than num_threads keeps the
     # cores busy (measured: +7 % samples/s on 2 cores; docs/benchmarks.md)
@@ -148,7 +267,7 @@ def build_pipeline(spec: GraphSpec, source: SourceFn, codecs: Sequence[Codec], b
     # and marked do_not_convert: with conditionals on, DALI's AutoGraph rewrites every
     # function *called* inside the definition (and all it calls at run time), which made the
     # codecs' adapters ~25x slower and starved the OpenCV threads of the GIL.
-    split = SplitSource(source, crop_ahead=cv_stage if spec.crop_ahead else None)
+    split = SplitSource(source, fields, crop_ahead=cv_stage if spec.crop_ahead else None)
     read_images, read_params = do_not_convert(split.images), do_not_convert(split.params)
     encoders = [do_not_convert(c.dali_function()) for c in codecs]
     crop_fn = None
@@ -159,71 +278,22 @@ def build_pipeline(spec: GraphSpec, source: SourceFn, codecs: Sequence[Codec], b
                   device_id=device_id if gpu else None, enable_conditionals=True,
                   prefetch_queue_depth=prefetch)
     def pose_pipeline():
-        # cached host frames live as long as the loader: DALI reads them in place
-        # (no_copy) instead of copying ~1 MB per sample into its buffers every batch
+        # cached frames are read in place (no_copy): host frames live as long as the loader;
+        # on the GPU path every cached batch is one dense slot of a ring the loader keeps
+        # until DALI is done with it (`posefeed.pipelines.slab`)
         images = fn.external_source(source=read_images, batch=True,
                                     layout="HWC" if spec.frames and not spec.crop_ahead else "",
                                     device="gpu" if spec.frames == "device" else "cpu",
-                                    no_copy=spec.frames == "host" and not spec.crop_ahead)
-        p = dict(zip(OUTPUTS[1:], fn.external_source(source=read_params,
-                                                      num_outputs=len(OUTPUTS) - 1, batch=True)))
-        # decode (RGB): "mixed" = nvJPEG on the GPU (PNG decodes on CPU threads either way);
-        # with spec.roi only the region the crop reads (JPEG ROI decode)
-        if spec.frames is None and spec.opencv and spec.opencv_decode:
-            frames = images                     # bytes: decoded in the OpenCV stage
-        elif spec.frames is None:
-            if spec.roi:
-                frames = fn.decoders.image_slice(images, p["roi_anchor"], p["roi_shape"],
-                                                 normalized_anchor=False, normalized_shape=False,
-                                                 axis_names="WH", output_type=types.RGB,
-                                                 device="mixed" if gpu else "cpu")
-            else:
-                frames = fn.decoders.image(images, device="mixed" if gpu else "cpu",
-                                           output_type=types.RGB)
-        elif gpu and spec.frames == "host":
-            frames = images.gpu()
-        else:
-            frames = images
-        if spec.crop_ahead:
-            # the same OpenCV work, started by the source when DALI asked for the batch
-            crop = fn.python_function(images, function=crop_fn, batch_processing=True,
-                                      output_layouts="HWC")
-        elif spec.opencv:
-            # affine crop + YOLOX HSV + blur + median blur + dropout: OpenCV, thread pool
-            crop = fn.python_function(frames, p["crop_affine"], p["hsv_lut"], p["hsv_on"],
-                                      p["blur_size"], p["median_size"], p["drop_box"],
-                                      function=crop_fn,
-                                      batch_processing=True, output_layouts="HWC")
-        else:
-            # affine crop: one matrix per sample (output -> input, pixel corners), black border
-            crop = fn.warp_affine(frames, matrix=p["warp"], size=(h, w), fill_value=0,
-                                  interp_type=types.INTERP_LINEAR)
-            crop = fn.hsv(crop, hue=p["hue"], saturation=p["saturation"], value=p["value"])
-            if p["blur"]:
-                kernel = p["blur_kernel"].gpu() if gpu else p["blur_kernel"]
-                crop = fn.filter(crop, kernel, border="reflect_101")
-            if p["median"]:
-                if gpu:
-                    crop = fn.experimental.median_blur(crop, window_size=p["median_window"])
-                else:  # no CPU median filter in DALI: a box blur of the same size instead
-                    crop = fn.filter(crop, p["median_kernel"], border="reflect_101")
-            crop = fn.erase(crop, anchor=p["drop_anchor"], shape=p["drop_shape"],
-                            axis_names="HW", fill_value=0)
-        if spec.image_dtype == "uint8":
-            image = fn.transpose(crop, perm=[2, 0, 1], output_layout="CHW")
-        else:
-            image = fn.crop_mirror_normalize(crop, dtype=types.FLOAT, output_layout="CHW",
-                                             mean=list(MEAN), std=list(STD))
-        keypoints, index, affine = p["keypoints"], p["index"], p["affine"]
-        if gpu:
-            keypoints, index, affine = keypoints.gpu(), index.gpu(), affine.gpu()
-        targets = []
-        for codec, encode in zip(codecs, encoders):
-            outs = fn.python_function(keypoints, function=encode,
-                                      batch_processing=True, num_outputs=len(codec.output_names),
-                                      device=spec.device)
-            targets += list(outs) if isinstance(outs, (list, tuple)) else [outs]
-        return (image, keypoints, index, affine, *targets)
+                                    no_copy=spec.frames is not None and not spec.crop_ahead,
+                                    cuda_stream=frames_stream)
+        p = dict(zip(fields, fn.external_source(source=read_params, num_outputs=len(fields),
+                                                batch=True)))
+        frames = decode(spec, images, p)
+        crop = crop_opencv(spec, frames, p, crop_fn) if spec.opencv else \
+            crop_dali_ops(spec, frames, p)
+        image = normalise(spec, crop)
+        keypoints, index, affine = (p[n].gpu() if gpu else p[n] for n in PASS_THROUGH)
+        return (image, keypoints, index, affine, *targets(spec, keypoints, codecs, encoders))
 
     pipe = pose_pipeline()
     #: objects with a ``close()`` that own threads (closed with the pipeline by PoseLoader)

@@ -68,13 +68,20 @@ class ImageReader:
     ``frames``, when given, holds decoded frames (the cache) and replaces reading.
     """
 
-    def __init__(self, table: PoseTable, frames: list | None = None):
+    def __init__(self, table: PoseTable, frames=None, ring=None, dense_bytes: bool = False):
         self.table = table
         self.paths = [str(table.image_path(im)) for im in table.images]
         first = ~table.frame[("image", "")].duplicated().to_numpy()
         #: ``(num_images, 2)`` (w, h) the table expects for each image
         self.sizes = table.image_sizes[first]
         self.frames = frames
+        #: a `posefeed.pipelines.slab.BatchRing` over ``frames`` (a `FrameSlab`): batches are
+        #: gathered into its preallocated dense batches (the GPU path's caches)
+        self.ring = ring
+        #: encoded bytes as one zero-padded ``(B, L)`` uint8 array instead of a list (the
+        #: GPU graph: DALI converts a list sample by sample in Python; the decoders stop at
+        #: the JPEG EOI / PNG IEND marker, so the zero padding is never read)
+        self.dense_bytes = bool(dense_bytes)
         self._bad: dict[int, str] = {}
         self._checked = np.zeros(len(self.paths), dtype=bool)
         self._bad_mask = np.zeros(len(self.paths), dtype=bool)
@@ -148,6 +155,8 @@ class ImageReader:
     def get_many(self, image_ids: np.ndarray) -> list:
         """`get` for a batch; files are read by a few threads (reads release the GIL), each
         unique image once."""
+        if self.ring is not None:
+            return self.ring.gather(np.asarray(image_ids))
         if self.frames is not None:
             return [self.frames[i] for i in image_ids]
         unique, inverse = np.unique(image_ids, return_inverse=True)
@@ -157,7 +166,21 @@ class ImageReader:
             data = list(self._pool.map(self.get, unique.tolist()))
         else:
             data = [self.get(int(i)) for i in unique]
+        if self.dense_bytes:
+            return pad_bytes(data, inverse.ravel())
         return [data[j] for j in inverse.ravel()]
+
+
+def pad_bytes(data: list[np.ndarray], order: np.ndarray) -> np.ndarray:
+    """``(len(order), L)`` uint8: row ``r`` holds ``data[order[r]]`` followed by zeros, ``L``
+    the longest (at least 1). Vectorised: one concatenation and one masked assignment."""
+    lengths = np.array([len(d) for d in data], dtype=np.int64)[order]
+    width = max(int(lengths.max()) if len(lengths) else 0, 1)
+    out = np.zeros((len(order), width), dtype=np.uint8)
+    if len(order):
+        flat = np.concatenate([data[j] for j in order]) if lengths.sum() else np.zeros(0, np.uint8)
+        out[np.arange(width)[None, :] < lengths[:, None]] = flat
+    return out
 
 
 def find_undecodable(reader: ImageReader, image_ids: list[int]) -> dict[int, str]:

@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
+from nvidia.dali.tensors import TensorListGPU
 
 from posefeed.datasets.table import PoseTable
 from posefeed.pipelines import cache as cache_mod
 from posefeed.pipelines.augment import AugmentConfig, Schedule, as_schedule
-from posefeed.pipelines.graph import GraphSpec, build_pipeline, output_names
+from posefeed.pipelines.graph import (PREFETCH, GraphSpec, build_pipeline, graph_fields,
+                                      output_names)
+from posefeed.pipelines.slab import BatchRing, FrameSlab, check_slab_fits
 from posefeed.pipelines.errors import BadImageError, PipelineError  # noqa: F401
 from posefeed.pipelines.images import ImageReader, find_undecodable
 from posefeed.pipelines.source import BatchSource, SourceSpec
+from posefeed.pipelines.target_stage import DenseTargets
 from posefeed.targets import cupy_or_none
 from posefeed.targets.base import Codec
 
@@ -31,6 +34,15 @@ def _cuda_ok() -> bool:
         return bool(torch.cuda.is_available())
     except Exception:
         return False
+
+
+def _cache_memory(where: str, device_id: int | None) -> tuple[int, int]:
+    """(free, total) bytes for a GPU path cache: CUDA memory, or available host memory."""
+    if where == "device":
+        free, total = torch.cuda.mem_get_info(device_id)
+        return int(free), int(total)
+    have = cache_mod.available_host_bytes()
+    return have, have
 
 
 def _default_shard() -> tuple[int, int]:
@@ -79,6 +91,12 @@ class PoseLoader:
             for GPU); ignored with a cache.
         opencv_png: with the CPU opencv backend and a PNG-only dataset, decode with
             ``cv2.imdecode`` inside the OpenCV stage (faster than DALI's CPU PNG decoder).
+        dense_targets: run the codecs after the DALI graph on the dense keypoint batch
+            (`DenseTargets`); always on the GPU, default `graph.CPU_DENSE_TARGETS` on CPU.
+        cache_headroom: GPU path caches (one zero-padded slab + a ring of batches): memory
+            kept free for DALI, CuPy, the model and the optimizer, as a fraction of the
+            device's total (host: available) memory or in bytes; default 0.5 (device), 0.2
+            (host). `CacheTooLarge` names the numbers when the cache does not fit.
     """
 
     def __init__(self, table: PoseTable, codecs: Codec | Sequence[Codec] = (), mode: str = "topdown",
@@ -89,7 +107,8 @@ class PoseLoader:
                  cache: str | None = None, image_dtype: str = "float32",
                  on_bad_image: str = "raise", device_id: int | None = None,
                  cpu_backend: str = "opencv", roi_decode: bool | None = None,
-                 opencv_png: bool = True):
+                 opencv_png: bool = True, dense_targets: bool | None = None,
+                 cache_headroom: float | int | None = None):
         if device not in ("auto", "cpu", "gpu"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
         gpu_targets = cupy_or_none() is not None or not codecs  # codecs run on CuPy on the GPU
@@ -131,24 +150,40 @@ class PoseLoader:
         #: the graph's shape (OpenCV stage or DALI ops, ROI decode, OpenCV PNG decode),
         #: decided once here; the source's matrices follow its ``roi``
         self.graph = GraphSpec.choose(device, self.input_size, image_dtype, cache, cpu_backend,
-                                      roi_decode, opencv_png, reader.paths)
+                                      roi_decode, opencv_png, reader.paths, dense_targets)
         self.cache_channels = self.graph.frame_channels
-        if cache is not None:
+        self.cache_headroom = cache_headroom
+        #: batches of the GPU path's frame ring: DALI's prefetch queue, the batch being
+        #: consumed, the source's look-ahead and one spare
+        self.ring_depth = PREFETCH + 4
+        if cache is not None and device == "gpu":
+            free, total = _cache_memory(cache, self.device_id)
+            self.cache_info = check_slab_fits(reader.sizes, 3, self.batch_size, self.ring_depth,
+                                              cache, free, total, cache_headroom)
+            self.cache_bytes = self.cache_info["total"]
+        elif cache is not None:
             self.cache_bytes = cache_mod.check_fits(table, cache, self.device_id or 0,
                                                     self.cache_channels)
+        reader.dense_bytes = device == "gpu" and cache is None
         self.roi_decode = self.graph.roi
         self.opencv_png = self.graph.opencv_decode
         self.spec = SourceSpec(mode=mode, input_size=self.input_size, batch_size=self.batch_size,
                                schedule=self.schedule, seed=int(seed), shuffle=bool(shuffle),
                                drop_last=bool(drop_last), rank=int(rank), world=int(world),
                                on_bad_image=on_bad_image, roi=self.graph.roi)
-        self.source = BatchSource(table, self.spec, reader)
+        self.source = BatchSource(table, self.spec, reader, fields=graph_fields(self.graph))
         self.names = ["image", "keypoints", "index", "affine"] + output_names(self.codecs)
         #: the table's individuals in first-seen order; frame-mode batches carry
         #: ``individual_ids (B, N)``: each instance's position in this list, -1 for padding
         self.individuals = list(dict.fromkeys(table.individuals))
         code = {name: i for i, name in enumerate(self.individuals)}
         self._individual_of_row = np.asarray([code[i] for i in table.individuals], dtype=np.int64)
+        self._individual_tables: dict = {}    # the row -> individual table, per device
+        #: the codecs after the graph (`DenseTargets`), or None when they run inside it
+        self.targets = DenseTargets(self.codecs, self.names[4:]) \
+            if self.graph.dense_targets else None
+        #: the pipeline's outputs, in order
+        self.graph_names = self.names if self.targets is None else self.names[:4]
         self._pipe = None
         self._clean = False
         self._epoch = 0
@@ -243,7 +278,7 @@ class PoseLoader:
         try:
             while True:
                 try:
-                    outs = pipe.run()
+                    outs = pipe.run(self._stream())
                 except StopIteration:
                     pipe.reset()
                     break
@@ -257,6 +292,8 @@ class PoseLoader:
                     self._clean = False
                     continue
                 batch = self._to_torch(outs)
+                if self.source.reader.ring is not None:
+                    self.source.reader.ring.consumed()   # its slot may be reused after this
                 self._count_replaced(epoch, done)
                 done += 1
                 self._batch = done
@@ -272,7 +309,7 @@ class PoseLoader:
         """Stop the pipeline and the loader's threads now. The loader stays usable: the next
         iteration builds a new pipeline and continues from `state_dict`."""
         self._release(self._pipe)
-        self.source.reader.close()
+        self.source.close()
 
     def __enter__(self) -> "PoseLoader":
         return self
@@ -291,13 +328,17 @@ class PoseLoader:
         if self._pipe is not None and self._clean:
             return self._pipe
         self._release(self._pipe)
+        self.source.cancel()      # nothing prepared ahead reads the reader while it changes
         if self.cache is not None and self.source.reader.frames is None:
             self._fill_cache()
-        pipe = build_pipeline(self.graph, self.source, self.codecs, self.batch_size,
-                              self.num_threads, self.device_id)
-        with warnings.catch_warnings():  # unused parameters on some devices are expected
-            warnings.filterwarnings("ignore", message=".*outputs, but the output")
-            pipe.build()
+        ring = self.source.reader.ring
+        if ring is not None:
+            ring.reset()                      # the new pipeline has read nothing of it
+        pipe = build_pipeline(self.graph, self.source,
+                              self.codecs if self.targets is None else (), self.batch_size,
+                              self.num_threads, self.device_id,
+                              frames_stream=ring.stream if ring is not None else None)
+        pipe.build()
         self._pipe = pipe
         return pipe
 
@@ -324,12 +365,22 @@ class PoseLoader:
             i = min(bad)
             raise self.source.bad_image_error(i, reader.bad_reason(i))
         failures: dict[int, str] = {}
+        slab = ring = None
+        if self.device == "gpu":   # one slab (device memory, or pinned host memory)
+            slab = FrameSlab(reader.sizes, 3, device=f"cuda:{self.device_id}"
+                             if self.cache == "device" else "cpu",
+                             pin_memory=self.cache == "host")
         frames = cache_mod.decode_all(reader.paths, self.cache, self.device_id, self.num_threads,
-                                      skip=bad, failures=failures, channels=self.cache_channels)
+                                      skip=bad, failures=failures, channels=self.cache_channels,
+                                      slab=slab)
         if failures and self.spec.on_bad_image == "raise":
             i = min(failures)
             raise self.source.bad_image_error(i, failures[i])
-        new = ImageReader(self.table, frames)
+        if slab is not None:
+            stream = torch.cuda.Stream(self.device_id) if self.cache == "device" else None
+            ring = BatchRing(slab, self.batch_size, self.ring_depth, stream=stream,
+                             make_event=self._consumer_event)
+        new = ImageReader(self.table, slab if slab is not None else frames, ring=ring)
         for i, why in {**{i: reader.bad_reason(i) for i in bad}, **failures}.items():
             new.mark_bad(i, why)
         reader.close()
@@ -338,6 +389,7 @@ class PoseLoader:
     def _handle_failure(self, e: Exception) -> None:
         """After the pipeline failed: find the files of the batches in flight that do not
         decode. "raise" (or nothing found) raises; "skip" marks them bad and returns."""
+        self.source.cancel()
         reader, source = self.source.reader, self.source
         ids = sorted({int(i) for b in source.recent for i in np.asarray(b).ravel()})
         found = find_undecodable(reader, ids)
@@ -356,23 +408,60 @@ class PoseLoader:
             log.warning("image %s fails in the decoder (%s); its samples will be replaced",
                         reader.paths[i], why)
 
+    def _consumer_event(self):
+        """An event recorded on torch's current stream (the consumer's): work queued after
+        it, e.g. the next gather into a ring slot, waits for everything before it."""
+        ev = torch.cuda.Event()
+        ev.record(torch.cuda.current_stream(self.device_id))
+        return ev
+
+    def _stream(self):
+        """The stream DALI binds the outputs to: torch's current stream on the GPU (DALI makes
+        it wait for the outputs with an event; the host does not wait), None on the CPU."""
+        if self.device != "gpu":
+            return None
+        return torch.cuda.current_stream(self.device_id)
+
     def _to_torch(self, outs) -> dict[str, torch.Tensor]:
+        """The pipeline's outputs as torch tensors, without copies (DLPack on the GPU, the
+        buffer protocol on the CPU), then the dense targets.
+
+        Buffer lifetime: the default DALI 2.4 executor (``exec_dynamic``, which these
+        pipelines use: pipelined, asynchronous, one prefetch queue) allocates every
+        iteration's outputs anew and keeps each buffer alive while anything references it
+        (DALI >= 1.44 "zero-copy outputs"; ``Pipeline.release_outputs``: "the buffers are not
+        invalidated"). A tensor here references its buffer, so batch N stays intact while
+        DALI produces N+1 .. N+prefetch and after (tested in
+        ``tests/test_pipeline_loader.py``). The legacy executor (``exec_dynamic=False``)
+        recycles its ``prefetch_queue_depth`` buffers on the next ``run()``: for it the
+        outputs are copied. On the GPU the tensors are ordered on torch's current stream
+        (``pipe.run(stream)``); use them there, or make another stream wait for it."""
+        zero_copy = bool(getattr(self._pipe, "exec_dynamic", False))
         batch: dict[str, torch.Tensor] = {}
-        for name, out in zip(self.names, outs):
-            if self.device == "gpu" and hasattr(out, "as_cpu"):
-                t = torch.from_dlpack(out.as_tensor()).clone()
+        for name, out in zip(self.graph_names, outs):
+            if isinstance(out, TensorListGPU):
+                t = torch.from_dlpack(out.as_tensor())
+                if not zero_copy:
+                    t = t.clone()
             else:
-                t = torch.from_numpy(np.array(out.as_tensor()))
+                a = np.asarray(out.as_tensor())
+                t = torch.from_numpy(a if zero_copy else np.array(a))
             batch[name] = t
-        if self.device == "gpu":
-            # the clones run asynchronously on torch's stream; DALI may write the next
-            # iteration into these buffers as soon as the pipeline runs again, so wait for
-            # them (a cost not measured yet: no GPU run has timed this wait)
-            torch.cuda.current_stream(self.device_id).synchronize()
         if self.mode == "topdown" and batch["keypoints"].ndim == 3:
             batch["keypoints"] = batch["keypoints"][:, None]
         if self.mode == "frame":  # identities, for identity heads (index: table rows, -1 pad)
-            rows = batch["index"].cpu().numpy()
-            ids = np.where(rows >= 0, self._individual_of_row[np.maximum(rows, 0)], -1)
-            batch["individual_ids"] = torch.from_numpy(ids.astype(np.int64))
+            rows = batch["index"]     # on the pipeline's device: no host read of a GPU tensor
+            of_row = self._individual_tables.get(rows.device)
+            if of_row is None:
+                of_row = torch.from_numpy(self._individual_of_row).to(rows.device)
+                self._individual_tables[rows.device] = of_row
+            batch["individual_ids"] = torch.where(rows >= 0, of_row[rows.clamp(min=0)],
+                                                  torch.full_like(rows, -1))
+        if self.targets is not None:
+            try:
+                batch.update(self.targets(batch["keypoints"]))
+            except Exception as e:
+                raise PipelineError(
+                    f"a target codec failed in epoch {self._epoch}, batch {self._batch} "
+                    f"(the images of the batch decoded): {type(e).__name__}: {e}") from e
         return batch

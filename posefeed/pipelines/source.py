@@ -9,8 +9,9 @@ matrices. No per-sample Python beyond reading the bytes.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -28,12 +29,13 @@ from posefeed.pipelines.params import (BatchParams, box_kernels, flip_permutatio
 
 log = logging.getLogger("posefeed.pipelines")
 
-#: names of the source's outputs, in the order the callable returns them (the graph uses the
-#: ones its device / backend needs)
-OUTPUTS = ("images", "roi_anchor", "roi_shape", "warp", "crop_affine", "hue", "saturation",
-           "value", "hsv_lut", "hsv_on", "blur", "blur_kernel", "blur_size", "median",
-           "median_window", "median_kernel", "median_size", "drop_anchor", "drop_shape",
-           "drop_box", "keypoints", "index", "affine")
+#: every field the feed can compute, by name (the graph reads a subset, `GraphSpec.fields`;
+#: the source computes only those)
+FIELDS = ("images", "roi_anchor", "roi_shape", "warp", "crop_affine", "hue", "saturation",
+          "value", "hsv_lut", "hsv_on", "blur", "blur_kernel", "blur_size", "median",
+          "median_window", "median_kernel", "median_size", "drop_anchor", "drop_shape",
+          "drop_box", "keypoints", "index", "affine")
+OUTPUTS = FIELDS  # the name before the feed was named
 
 # -- the source ------------------------------------------------------------------------------
 @dataclass
@@ -61,12 +63,22 @@ class BatchSource:
     each call returns the next batch and raises ``StopIteration`` at the end of the epoch.
     """
 
-    def __init__(self, table: PoseTable, spec: SourceSpec, reader: ImageReader):
+    def __init__(self, table: PoseTable, spec: SourceSpec, reader: ImageReader,
+                 fields: Sequence[str] = FIELDS, lookahead: bool = True):
         if spec.mode not in ("topdown", "frame"):
             raise ValueError(f"mode must be 'topdown' or 'frame', got {spec.mode!r}")
         if spec.on_bad_image not in ("raise", "skip"):
             raise ValueError(f"on_bad_image must be 'raise' or 'skip', got {spec.on_bad_image!r}")
+        unknown = [f for f in fields if f not in FIELDS]
+        if unknown:
+            raise ValueError(f"unknown feed fields {unknown}; known: {list(FIELDS)}")
         self.table, self.spec, self.reader = table, spec, reader
+        #: the fields each call computes (the graph's `GraphSpec.fields`)
+        self.fields = tuple(fields)
+        #: prepare batch N+1 in a background thread while DALI runs batch N
+        self.lookahead = bool(lookahead)
+        self._ahead: tuple[tuple[int, int], Future] | None = None
+        self._thread: ThreadPoolExecutor | None = None
         codes = {im: i for i, im in enumerate(table.images)}
         self.row_image = np.array([codes[im] for im in table.frame[("image", "")]], dtype=np.int64)
         if spec.mode == "topdown":
@@ -106,13 +118,17 @@ class BatchSource:
 
     def plan(self, epoch: int) -> list[np.ndarray]:
         """This shard's batches of sample ids for ``epoch``."""
-        if self._plan is None or self._plan[0] != epoch:
+        cached = self._plan          # read once: the look-ahead thread may replace it
+        if cached is None or cached[0] != epoch:
             s = self.spec
             order = epoch_order(self.num_samples, s.seed, epoch, s.shuffle)
-            self._plan = (epoch, shard_batches(order, s.rank, s.world, s.batch_size, s.drop_last))
-        return self._plan[1]
+            cached = (epoch, shard_batches(order, s.rank, s.world, s.batch_size, s.drop_last))
+            self._plan = cached
+        return cached[1]
 
     def seek(self, epoch: int, batch: int = 0) -> None:
+        """Position the stream at ``batch`` of ``epoch`` (drops a prepared batch)."""
+        self.cancel()
         self._epoch, self._next = int(epoch), int(batch)
         self.recent.clear()
         self.replaced.clear()
@@ -165,11 +181,18 @@ class BatchSource:
               ) -> tuple[np.ndarray, BatchParams]:
         """Rows ``(B, N)`` (-1 padding) and sampled parameters for batch ``index`` of ``epoch``
         (``check_images=False`` skips reading the files, for inspecting the plan)."""
+        rows, params, self.last_replaced = self._batch(epoch, index, check_images)
+        return rows, params
+
+    def _batch(self, epoch: int, index: int, check_images: bool = True
+               ) -> tuple[np.ndarray, BatchParams, list[tuple]]:
+        """`batch` and its replacements, without touching shared state (the look-ahead
+        thread runs it)."""
         s = self.spec
         ids = self.plan(epoch)[index]
-        self.last_replaced = []
+        replaced: list[tuple] = []
         if check_images:
-            ids, self.last_replaced = self._replace_bad(ids)
+            ids, replaced = self._replace_bad(ids)
         rows = self.samples[ids]
         valid = rows >= 0
         safe = np.where(valid, rows, 0)
@@ -181,63 +204,156 @@ class BatchSource:
         params = sample_batch(rng, cfg, s.mode, kp, self._boxes[first], self._sizes[first],
                               s.input_size, self._flip_perm, self._upper, self._lower)
         params.keypoints[~valid] = 0.0      # padding rows: all zero (v = 0)
-        return np.where(valid, rows, -1), params
+        return np.where(valid, rows, -1), params, replaced
 
-    def __call__(self) -> tuple:
+    def prepare(self, epoch: int, index: int) -> "PreparedBatch":
+        """Everything batch ``index`` of ``epoch`` feeds the graph: a pure function of (seed,
+        epoch, index, rank) and the set of bad files. The batch's files are read and checked
+        first, by the reader's threads (each file checked once, its bytes reused)."""
+        ids = self.plan(epoch)[index]
+        first = self.sample_image[ids]
+        ring = self.reader.ring is not None      # frames checked when cached: gather once
+        early = "images" in self.fields and not ring
+        images = self.reader.get_many(first) if early else None
+        rows, p, replaced = self._batch(epoch, index)
+        image_ids = self.row_image[rows[:, 0]]
+        if "images" in self.fields and (ring or (replaced and self.reader.dense_bytes)):
+            images = self.reader.get_many(image_ids)
+        elif images is not None and replaced:     # rare: read the replacements
+            changed = np.flatnonzero(image_ids != first)
+            for j, data in zip(changed, self.reader.get_many(image_ids[changed])):
+                images[j] = data
+        feed = feed_fields(self.fields, images, rows, p, self._sizes[rows[:, 0]],
+                           self.spec.input_size, self.spec.roi)
+        return PreparedBatch(epoch, index, image_ids, replaced, feed)
+
+    def __call__(self) -> dict[str, Any]:
+        """The next batch's feed (`fields` by name); ``StopIteration`` at the epoch's end."""
         if self._next >= len(self):
             raise StopIteration
+        key = (self._epoch, self._next)
         try:
-            rows, p = self.batch(self._epoch, self._next)
-            if self.last_replaced:
-                self.replaced[(self._epoch, self._next)] = self.last_replaced
-            self._next += 1
-            image_ids = self.row_image[rows[:, 0]]
-            images = self.reader.get_many(image_ids)
+            if self._ahead is not None and self._ahead[0] == key:
+                fut, self._ahead = self._ahead[1], None
+                prepared = fut.result()
+            else:
+                self.cancel()
+                prepared = self.prepare(*key)
         except Exception as e:
             self.last_error = e
             raise
-        self.recent.append(image_ids)
+        self._next += 1
+        if prepared.replaced:
+            self.replaced[key] = prepared.replaced
+        self.last_replaced = prepared.replaced
+        self.recent.append(prepared.image_ids)
         del self.recent[:-4]
-        return dali_feed(images, rows, p, self._sizes[rows[:, 0]], self.spec.input_size,
-                         self.spec.roi)
+        if self.lookahead and self._next < len(self):
+            if self._thread is None:
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="posefeed-feed")
+            nxt = (self._epoch, self._next)
+            self._ahead = (nxt, self._thread.submit(self.prepare, *nxt))
+        return prepared.feed
+
+    def cancel(self) -> None:
+        """Drop the batch being prepared ahead (waits for it: it reads the reader's state)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead[1].exception()     # wait; its result or error is discarded
+
+    def close(self) -> None:
+        """Stop the look-ahead thread and the reader's threads (both restart on use)."""
+        self.cancel()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.shutdown(wait=False)
+        self.reader.close()
+
+
+@dataclass
+class PreparedBatch:
+    """One batch ready for the graph: its feed and what the loader reports about it."""
+
+    epoch: int
+    index: int
+    image_ids: np.ndarray                    # (B,) image of each sample
+    replaced: list = field(default_factory=list)   # (sample, replacement, path, why)
+    feed: dict[str, Any] = field(default_factory=dict)
+
+
+def feed_fields(fields: Sequence[str], images: list | None, rows: np.ndarray, p: BatchParams,
+                image_sizes: np.ndarray, input_size: tuple[int, int], roi: bool
+                ) -> dict[str, Any]:
+    """The named feed for one batch: only ``fields`` are computed (see `FIELDS`). With
+    ``roi``, the crop matrices are relative to the decoded region ``roi_anchor``/``roi_shape``
+    (else to the whole frame). Shapes: per-sample parameters ``(B,)`` or ``(B, ...)``;
+    matrices in input pixels (``affine``: input -> image, pixel centres; ``warp``: DALI's
+    output -> input, pixel corners)."""
+    need = set(fields)
+    b = len(rows)
+    f32, i32 = np.float32, np.int32
+    out: dict[str, Any] = {}
+    if "images" in need:
+        out["images"] = images
+    anchor = shape = None
+    if roi or need & {"roi_anchor", "roi_shape"}:
+        anchor, shape = source_roi(p.inverse, input_size, image_sizes)
+    if need & {"warp", "crop_affine"}:
+        inverse = shift_origin(p.inverse, anchor) if roi else p.inverse
+        if "warp" in need:
+            out["warp"] = dali_warp_matrix(inverse)
+        if "crop_affine" in need:
+            out["crop_affine"] = inverse[:, :2, :].astype(f32)
+    if "roi_anchor" in need:
+        out["roi_anchor"] = anchor.astype(f32)
+    if "roi_shape" in need:
+        out["roi_shape"] = shape.astype(f32)
+    if "hue" in need:
+        out["hue"] = (2.0 * p.hue_gain).astype(f32)                 # OpenCV hue units -> degrees
+    if "saturation" in need:
+        out["saturation"] = (1.0 + p.saturation_gain / 128.0).astype(f32)  # additive -> gain
+    if "value" in need:
+        out["value"] = (1.0 + p.value_gain / 128.0).astype(f32)
+    if "hsv_lut" in need:
+        out["hsv_lut"] = hsv_luts(p.hue_gain, p.saturation_gain, p.value_gain)
+    if "hsv_on" in need:
+        out["hsv_on"] = (p.hue_gain != 0) | (p.saturation_gain != 0) | (p.value_gain != 0)
+    if "blur" in need:
+        out["blur"] = p.blur.copy()
+    if "blur_kernel" in need:
+        out["blur_kernel"] = box_kernels(p.blur_size)
+    if "blur_size" in need:
+        out["blur_size"] = np.where(p.blur, p.blur_size, 0).astype(i32)
+    if "median" in need:
+        out["median"] = p.median.copy()
+    if "median_window" in need:
+        out["median_window"] = np.stack([p.median_size, p.median_size], axis=1).astype(i32)
+    if "median_kernel" in need:
+        out["median_kernel"] = box_kernels(p.median_size)
+    if "median_size" in need:
+        out["median_size"] = np.where(p.median, p.median_size, 0).astype(i32)
+    if need & {"drop_anchor", "drop_shape", "drop_box"}:
+        box = np.where(p.dropout[:, None], p.dropout_box, 0)
+        if "drop_anchor" in need:
+            out["drop_anchor"] = box[:, :2].astype(f32)
+        if "drop_shape" in need:
+            out["drop_shape"] = box[:, 2:].astype(f32)
+        if "drop_box" in need:
+            out["drop_box"] = box.astype(i32)
+    if "keypoints" in need:
+        out["keypoints"] = p.keypoints
+    if "index" in need:
+        out["index"] = rows.astype(np.int64).reshape(b, -1)
+    if "affine" in need:
+        out["affine"] = p.inverse[:, :2, :].astype(f32)
+    return out
 
 
 def dali_feed(images: list, rows: np.ndarray, p: BatchParams, image_sizes: np.ndarray,
               input_size: tuple[int, int], roi: bool) -> tuple:
-    """The source outputs (see `OUTPUTS`) for one batch. With ``roi``, the crop matrices are
-    relative to the decoded region ``roi_anchor``/``roi_shape`` (else to the whole frame)."""
-    b = len(rows)
-    f32, i32 = np.float32, np.int32
-    anchor, shape = source_roi(p.inverse, input_size, image_sizes)
-    inverse = shift_origin(p.inverse, anchor) if roi else p.inverse
-    drop = p.dropout[:, None]
-    box = np.where(drop, p.dropout_box, 0)
-    on = (p.hue_gain != 0) | (p.saturation_gain != 0) | (p.value_gain != 0)
-    return (
-        images,
-        anchor.astype(f32),
-        shape.astype(f32),
-        dali_warp_matrix(inverse),
-        inverse[:, :2, :].astype(f32),
-        (2.0 * p.hue_gain).astype(f32),                 # OpenCV hue units -> degrees
-        (1.0 + p.saturation_gain / 128.0).astype(f32),  # additive -> gain at mid-range
-        (1.0 + p.value_gain / 128.0).astype(f32),
-        hsv_luts(p.hue_gain, p.saturation_gain, p.value_gain),
-        on,
-        p.blur.copy(),
-        box_kernels(p.blur_size),
-        np.where(p.blur, p.blur_size, 0).astype(i32),
-        p.median.copy(),
-        np.stack([p.median_size, p.median_size], axis=1).astype(i32),
-        box_kernels(p.median_size),
-        np.where(p.median, p.median_size, 0).astype(i32),
-        box[:, :2].astype(f32),
-        box[:, 2:].astype(f32),
-        box.astype(i32),
-        p.keypoints,
-        rows.astype(np.int64).reshape(b, -1),
-        p.inverse[:, :2, :].astype(f32),
-    )
+    """All of `FIELDS` for one batch, as a tuple in that order."""
+    feed = feed_fields(FIELDS, images, rows, p, image_sizes, input_size, roi)
+    return tuple(feed[f] for f in FIELDS)
 
 
-SourceFn = Callable[[], tuple]
+SourceFn = Callable[[], dict]

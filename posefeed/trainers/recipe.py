@@ -109,17 +109,29 @@ def default_input_size(table: Any, mode: str, stride: int, max_side: int = 320
 
 
 def build_loaders(rc: RunConfig, train: Any, test: Any, codec: Any, mode: str,
-                  input_size: tuple[int, int]) -> tuple[Any, Any]:
+                  input_size: tuple[int, int],
+                  log: Callable[[str], None] | None = None) -> tuple[Any, Any]:
     """(train loader, evaluation loader), both `PoseLoader`s; the training one keeps decoded
-    frames in host memory when they fit (decode once), the evaluation one is unaugmented."""
+    frames cached when they fit (decode once): on a GPU pipeline in device memory, else in
+    host memory, else not at all; ``log`` is told which. The evaluation one is unaugmented."""
     # a CUDA model gets a GPU pipeline when CuPy is there for the targets, else a CPU one
     dev = "auto" if resolve_device(rc.device).type == "cuda" else "cpu"
     common = dict(mode=mode, input_size=input_size, device=dev, seed=rc.seed,
                   on_bad_image=rc.on_bad_image)
-    try:
-        tr = PoseLoader(train, codec, batch_size=rc.batch_size, cache="host", **common)
-    except CacheTooLarge:
+    gpu = dev == "auto" and PoseLoader(train, codec, batch_size=rc.batch_size,
+                                       **common).device == "gpu"
+    tr, why = None, []
+    for cache in (("device", "host") if gpu else ("host",)):
+        try:
+            tr = PoseLoader(train, codec, batch_size=rc.batch_size, cache=cache, **common)
+            break
+        except CacheTooLarge as e:
+            why.append(f"cache={cache!r} does not fit: {e}")
+    if tr is None:
         tr = PoseLoader(train, codec, batch_size=rc.batch_size, **common)
+    if log is not None:
+        log(f"training loader: {tr.device} pipeline, frame cache {tr.cache or 'none'}"
+            + ("" if not why else " (" + "; ".join(why) + ")"))
     ev = PoseLoader(test, codec, batch_size=rc.batch_size, shuffle=False, drop_last=False,
                     schedule=AugmentConfig.none(), **common)
     return tr, ev
@@ -147,7 +159,7 @@ def run(rc: RunConfig, on_step: Callable[[dict[str, Any]], None] | None = None,
     input_size = rc.input_size or default_input_size(table, mode, rc.model.stride,
                                                      rc.max_frame_side)
     codec = build_codec(rc.codec, input_size, rc.model.heatmap_stride)
-    train_loader, eval_loader = build_loaders(rc, train, test, codec, mode, input_size)
+    train_loader, eval_loader = build_loaders(rc, train, test, codec, mode, input_size, log)
     with train_loader, eval_loader:   # closes both pipelines, even on an error
         model = build_model(rc.codec, table.num_keypoints, input_size, rc.model)
         iters = len(train_loader)

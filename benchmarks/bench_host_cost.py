@@ -1,0 +1,304 @@
+"""Host cost of the GPU path: main-thread CPU time per batch of everything the GPU graph runs
+in Python, measured on a CPU machine (the GPU is not needed for the host side).
+
+What one batch costs the main thread (and DALI's Python-operator thread, which holds the GIL
+and so is on the same critical path), for the three GPU graphs:
+
+* ``uncached``: encoded JPEG bytes -> "mixed" decode in the graph;
+* ``host_cache``: decoded frames in (pinned) host memory;
+* ``device_cache``: decoded frames on the GPU.
+
+Steps timed, in the order the GPU path runs them, with the loader's own code:
+
+1. the feed: order, augmentation parameters, the fields the GPU graph reads, image bytes or
+   frames (`BatchSource`), and DALI's conversion of what is fed into tensor lists;
+2. the target launch: what the codecs' Python does around their kernels;
+3. the loader's per-batch work on the pipeline outputs (``PoseLoader._to_torch``).
+
+Stubbed, because they need CUDA (the Python around them is timed, the device work is not):
+the codecs' kernels (``encode`` returns preallocated outputs), GPU tensor lists (small host
+arrays behind the same methods, so ``from_dlpack`` / ``clone`` cost their Python only), the
+device cache's frames (torch ``meta`` tensors, which have shapes and no storage),
+``torch.cuda`` stream calls (no-ops; a host wait is counted in ``host_waits_per_batch``),
+and DALI's conversion of fed GPU batches (run on CPU placeholders of the same structure:
+a list of samples or one dense array; `feed_conversion`).
+
+Median of ``--batches`` batches after warm-up; ``python_calls_per_batch`` counts Python
+function and builtin calls on the main thread in one batch (``sys.setprofile``). Run:
+``python benchmarks/bench_host_cost.py [--json F] [--batches 30]``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+GRAPHS = ("uncached", "host_cache", "device_cache")
+BATCH_SIZES = (64, 256)
+#: the GPU graph's targets: RTMPose's SimCC and an MSRA heatmap (input 192x256, K = 17)
+INPUT_SIZE = (192, 256)
+
+
+# ------------------------------------------------------------------------------------ stubs
+class StubTensorListGPU:
+    """Stands in for DALI's ``TensorListGPU``: the methods the loader calls, over a 1-element
+    host array (the device copy a real one would start is GPU work, not timed)."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any = np.float32):
+        self.shape = shape
+        self._a = np.zeros((1,) * len(shape), dtype=dtype)
+
+    def as_tensor(self):
+        return self._a
+
+    def as_cpu(self):
+        raise AssertionError("the GPU path must not copy outputs to the host")
+
+    def __dlpack__(self, stream=None):
+        return self._a.__dlpack__()
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()
+
+
+class StubCuda:
+    """``torch.cuda`` stream calls as no-ops that count host waits."""
+
+    def __init__(self):
+        self.waits = 0
+
+    def patch(self):
+        import torch  # noqa: PLC0415
+
+        stub = self
+
+        class _Stream:
+            cuda_stream = 0
+
+            def synchronize(self):
+                stub.waits += 1
+
+            def wait_stream(self, other):
+                pass
+
+            def record_event(self, event=None):
+                return None
+
+        stack = contextlib.ExitStack()
+        for name, value in (("current_stream", lambda device=None: _Stream()),
+                            ("is_available", lambda: True),
+                            ("synchronize", lambda device=None: stub._wait())):
+            stack.enter_context(_setattr(torch.cuda, name, value))
+        return stack
+
+    def _wait(self):
+        self.waits += 1
+
+
+@contextlib.contextmanager
+def _setattr(obj, name, value):
+    had = hasattr(obj, name)
+    old = getattr(obj, name, None)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        if had:
+            setattr(obj, name, old)
+        else:
+            delattr(obj, name)
+
+
+def stub_codec(codec, batch_size: int, num_keypoints: int):
+    """``codec`` with ``encode`` replaced by a function that returns preallocated outputs of
+    the right shapes (the kernel launch is GPU work)."""
+    shapes = codec.output_shapes(batch_size, num_keypoints)
+    outs = {n: np.zeros(shapes[n], dtype=np.float32) for n in codec.output_names}
+
+    def encode(keypoints, out=None):
+        return out if out is not None else outs
+
+    codec.encode = encode
+    return codec
+
+
+# ------------------------------------------------------------------------------------- data
+def make_table(n_rows: int):
+    """The synthetic COCO-like dataset (640x480 JPEG, 17 keypoints), rows tiled to
+    ``n_rows``."""
+    from posefeed.bench.data import load_table, prepare_dataset, tile_table  # noqa: PLC0415
+
+    return tile_table(load_table(prepare_dataset("synthetic")), n_rows)
+
+
+# ------------------------------------------------------------------------------ the host step
+def _placeholder(x):
+    """A 1-byte CPU stand-in with the structure of a fed frame batch: a list of that many
+    frames, or one dense batch (device frames are GPU memory, and DALI reads cached host
+    frames in place, so only the per-sample bookkeeping is host work)."""
+    if isinstance(x, list):
+        return [np.zeros((1, 1, 1), np.uint8) for _ in x]
+    return np.zeros((len(x), 1, 1, 1), np.uint8)
+
+
+def feed_conversion(x, batch_size: int, frames: bool = False):
+    """What DALI's ``external_source`` runs in Python on a fed batch (its own
+    ``_prep_data_for_feed_input``: a loop over the samples of a list, or one tensor list for
+    a dense array); ``frames``: decoded frames, converted as `_placeholder`."""
+    from nvidia.dali.external_source import _prep_data_for_feed_input  # noqa: PLC0415
+
+    if frames:
+        x = _placeholder(x)
+    elif not isinstance(x, list):
+        x = np.asarray(x)
+    return _prep_data_for_feed_input(x, batch_size, None)
+
+
+def build_host_step(graph: str, batch_size: int) -> tuple[Callable[[], Any], Callable[[], None], Any]:
+    """``(step, close, counters)``: ``step()`` runs one batch of the GPU path's host work."""
+    import torch  # noqa: PLC0415
+
+    from posefeed.pipelines.loader import PoseLoader  # noqa: PLC0415
+    from posefeed.targets import GaussianHeatmap, SimCC  # noqa: PLC0415
+
+    table = make_table(8 * batch_size)
+    codecs = [SimCC(input_size=INPUT_SIZE),
+              GaussianHeatmap(input_size=INPUT_SIZE, heatmap_size=(48, 64))]
+    k = table.num_keypoints
+    for c in codecs:
+        stub_codec(c, batch_size, k)
+    loader = PoseLoader(table, codecs, batch_size=batch_size, device="cpu",
+                        cpu_backend="dali", num_threads=2)
+    cuda = StubCuda()
+    if hasattr(loader, "host_path"):                      # the redesigned loader
+        step, close = loader.host_path(graph, stub=True)
+        return step, close, cuda
+    return _legacy_step(loader, graph, codecs, cuda, torch)
+
+
+def _legacy_step(loader, graph, codecs, cuda, torch):
+    """The host work of the GPU path as the loader did it before the redesign (issue 14)."""
+    from posefeed.pipelines.graph import SplitSource  # noqa: PLC0415
+
+    source = loader.source
+    if graph != "uncached":
+        loader.cache = "host"
+        loader.cache_channels = 3
+        loader._fill_cache()
+        if graph == "device_cache":   # one torch allocation per frame, on the (stub) device
+            source.reader.frames = [None if f is None else
+                                    torch.empty(f.shape, dtype=torch.uint8, device="meta")
+                                    for f in source.reader.frames]
+    loader.device = "gpu"
+    source.seek(0, 0)
+    split = SplitSource(source)
+    encoders = [c.dali_function(reuse_buffers=False) for c in codecs]  # CuPy: no kept buffers
+    names = loader.names
+    b = loader.batch_size
+    k = loader.table.num_keypoints
+
+    def step():
+        if source._next >= len(source):
+            source.seek(source._epoch + 1, 0)
+        images = split.images()
+        params = split.params()
+        feed_conversion(images, b, frames=graph != "uncached")
+        for p in params:
+            feed_conversion(p, b)
+        kp = params[-3]
+        samples = [kp[i] for i in range(len(kp))]    # python_function: one array per sample
+        targets = []
+        for enc in encoders:
+            per_sample = enc(samples)
+            for outs in per_sample:   # DALI's python_function takes back one array per sample
+                feed_conversion(outs, b)
+            targets += [StubTensorListGPU((b,) + tuple(np.shape(outs[0]))) for outs in per_sample]
+        outs = [StubTensorListGPU((b, 3, 256, 192)), StubTensorListGPU((b, k, 3)),
+                StubTensorListGPU((b, 1), np.int64), StubTensorListGPU((b, 2, 3))] + targets
+        return loader._to_torch(outs)
+
+    def close():
+        loader.close()
+
+    assert len(names) == 4 + sum(len(c.output_names) for c in codecs)
+    return step, close, cuda
+
+
+# -------------------------------------------------------------------------------- measuring
+def count_python_calls(fn: Callable[[], Any]) -> int:
+    """Calls on this thread during ``fn()``: Python functions and builtins / C functions
+    called from Python (``sys.setprofile``'s "call" and "c_call" events)."""
+    n = 0
+
+    def prof(frame, event, arg):
+        nonlocal n
+        if event == "call" or event == "c_call":
+            n += 1
+
+    sys.setprofile(prof)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return n
+
+
+def measure(graph: str, batch_size: int, batches: int = 30, warmup: int = 3) -> dict[str, Any]:
+    """``{"host_ms_per_batch", "python_calls_per_batch", "host_waits_per_batch"}`` for one
+    graph and batch size (main-thread CPU time, ``time.thread_time``)."""
+    step, close, cuda = build_host_step(graph, batch_size)
+    try:
+        with cuda.patch():
+            for _ in range(warmup):
+                step()
+            calls = count_python_calls(step)
+            waits0 = cuda.waits
+            times = []
+            for _ in range(batches):
+                t0 = time.thread_time()
+                step()
+                times.append(time.thread_time() - t0)
+            waits = (cuda.waits - waits0) / batches
+    finally:
+        close()
+    return {"host_ms_per_batch": round(1e3 * statistics.median(times), 3),
+            "python_calls_per_batch": int(calls),
+            "host_waits_per_batch": waits}
+
+
+def run_all(batches: int = 30, graphs=GRAPHS, batch_sizes=BATCH_SIZES) -> dict[str, Any]:
+    return {g: {str(b): measure(g, b, batches) for b in batch_sizes} for g in graphs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--batches", type=int, default=30, help="timed batches per case (median)")
+    args = ap.parse_args(argv)
+    res = run_all(args.batches)
+    for g, per in res.items():
+        for b, r in per.items():
+            print(f"{g:13s} batch {b:>3s}: {r['host_ms_per_batch']:7.3f} ms/batch, "
+                  f"{r['python_calls_per_batch']:6d} Python calls, "
+                  f"{r['host_waits_per_batch']:.0f} host waits")
+    if args.json:
+        meta = {"machine": platform.node(), "cpus": os.cpu_count(),
+                "load": list(os.getloadavg()), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "stubbed": "CUDA kernels, GPU tensor lists, device frames (meta tensors), "
+                           "torch.cuda stream calls"}
+        args.json.write_text(json.dumps(res, indent=1) + "\n")
+        args.json.with_suffix(".meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

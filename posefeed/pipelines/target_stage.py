@@ -1,0 +1,85 @@
+"""`DenseTargets`: the codecs run on the graph's dense keypoint batch, right after the DALI
+graph, each output one dense ``(B, ...)`` torch tensor written once.
+
+Why not inside the graph: DALI 2.4's ``python_function(batch_processing=True)`` hands the
+function one array per sample and takes back one array per sample
+(``function_wrapper_batch`` in ``nvidia/dali/ops/_operators/python_function.py``; a single
+dense array is refused with ``TypeError: 'PyCapsule' object is not iterable``), and on the
+GPU it then issues one ``cudaMemcpyAsync`` per sample and output (``CopyOutputData`` ->
+``CopyDlTensor`` in ``dali/operators/python_function/dltensor_function.cc``), all under the
+GIL and DALI's operator lock. Here, with no Python loop over samples:
+
+* GPU: the keypoints (a zero-copy view of DALI's output, ready on torch's current stream)
+  go to the codec as a CuPy array through DLPack; the outputs are allocated as torch tensors
+  (torch's caching allocator, on torch's current stream) and the codec's fused kernel writes
+  every element of them once, on that stream (CuPy ``ExternalStream``). No host wait.
+* CPU: each codec encodes into buffers it keeps (`BufferedEncoder`: sparse outputs update
+  only the cells that changed) and the batch gets one copy of them in fresh memory, which
+  the caller owns.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from posefeed.targets.base import Codec
+
+
+class DenseTargets:
+    """``targets(keypoints) -> {name: tensor}`` for the codecs, named as ``names``
+    (`graph.output_names`). ``keypoints``: ``(B, N, K, 3)`` float32 torch tensor (CPU or
+    CUDA) in input pixels."""
+
+    def __init__(self, codecs: Sequence[Codec], names: Sequence[str]):
+        self.codecs = list(codecs)
+        self.names = list(names)
+        if len(self.names) != sum(len(c.output_names) for c in self.codecs):
+            raise ValueError("one name per codec output is needed")
+        self._encoders = [c.encoder() for c in self.codecs]
+        self._cupy: Any = None
+
+    def __call__(self, keypoints: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self.codecs:
+            return {}
+        if keypoints.ndim == 3:
+            keypoints = keypoints[:, None]
+        return self._cuda(keypoints) if keypoints.is_cuda else self._cpu(keypoints)
+
+    def _cpu(self, keypoints: torch.Tensor) -> dict[str, torch.Tensor]:
+        kp = np.ascontiguousarray(keypoints.numpy(), dtype=np.float32)
+        res: dict[str, torch.Tensor] = {}
+        names = iter(self.names)
+        for codec, enc in zip(self.codecs, self._encoders):
+            out = enc(kp)                       # read-only views of the kept buffers
+            for o in codec.output_names:
+                res[next(names)] = torch.from_numpy(np.array(out[o]))   # the one copy
+        return res
+
+    def _cuda(self, keypoints: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self._cupy is None:
+            import cupy  # noqa: PLC0415
+
+            self._cupy = cupy
+        cp = self._cupy
+        dev = keypoints.device
+        stream = torch.cuda.current_stream(dev)
+        b, _, k, _ = keypoints.shape
+        res: dict[str, torch.Tensor] = {}
+        names = iter(self.names)
+        with cp.cuda.Device(dev.index), cp.cuda.ExternalStream(stream.cuda_stream, dev.index):
+            kp = cp.from_dlpack(keypoints.contiguous())
+            for codec in self.codecs:
+                shapes = codec.output_shapes(int(b), int(k))
+                if shapes is None:              # a codec without out=: its own arrays
+                    out = codec.encode(kp)
+                    for o in codec.output_names:
+                        res[next(names)] = torch.from_dlpack(out[o])
+                    continue
+                tensors = {o: torch.empty(shapes[o], dtype=torch.float32, device=dev)
+                           for o in codec.output_names}
+                codec.encode(kp, out={o: cp.from_dlpack(t) for o, t in tensors.items()})
+                for o in codec.output_names:
+                    res[next(names)] = tensors[o]
+        return res

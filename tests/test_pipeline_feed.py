@@ -1,0 +1,179 @@
+"""The named feed (only the fields the graph reads, batch N+1 prepared ahead), file checks in
+the read pool, zero-copy outputs and their lifetime, and the dense target stage."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from nvidia.dali.tensors import TensorListCPU
+
+from posefeed.pipelines import AugmentConfig, PipelineError, PoseLoader
+from posefeed.pipelines.graph import (CROP_INPUTS, PREFETCH, GraphSpec, graph_fields,
+                                      graph_params)
+from posefeed.pipelines.images import ImageReader, pad_bytes
+from posefeed.pipelines.source import FIELDS, BatchSource, SourceSpec, dali_feed
+from posefeed.targets import GaussianHeatmap, SimCC
+from helpers import batches, make_blob_table
+
+INPUT = (48, 64)
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    return make_blob_table(tmp_path_factory.mktemp("feed"), n_images=12, k=4)
+
+
+def make(table, **kw):
+    args = dict(input_size=INPUT, batch_size=4, device="cpu", num_threads=1, seed=5)
+    args.update(kw)
+    return PoseLoader(table, args.pop("codecs", []), **args)
+
+
+def spec(**kw):
+    args = dict(mode="topdown", input_size=INPUT, batch_size=4,
+                schedule=[(0, AugmentConfig())], seed=3, shuffle=True, drop_last=True,
+                rank=0, world=1, on_bad_image="raise")
+    args.update(kw)
+    return SourceSpec(**args)
+
+
+def test_graphs_declare_what_they_read():
+    cpu = GraphSpec.choose("cpu", INPUT, paths=["a.jpg"])
+    assert set(CROP_INPUTS) <= set(graph_fields(cpu)) and "warp" not in graph_fields(cpu)
+    assert {"roi_anchor", "roi_shape"} <= set(graph_fields(cpu))          # ROI decode on CPU
+    gpu = GraphSpec.choose("gpu", INPUT, paths=["a.jpg"])
+    f = graph_fields(gpu)
+    assert f[0] == "images" and "median_window" in f and "hsv_lut" not in f
+    assert "roi_anchor" not in f and gpu.dense_targets
+    ahead = GraphSpec.choose("cpu", INPUT, cache="host", paths=["a.png"])
+    assert ahead.crop_ahead and not set(CROP_INPUTS) & set(graph_params(ahead))
+
+
+def test_the_source_computes_only_the_fields_and_the_same_values(table):
+    fields = graph_fields(GraphSpec.choose("gpu", INPUT, paths=["a.png"]))
+    part = BatchSource(table, spec(), ImageReader(table), fields=fields, lookahead=False)
+    full = BatchSource(table, spec(), ImageReader(table), lookahead=False)
+    part.seek(0), full.seek(0)
+    a, b = part(), full()
+    assert set(a) == set(fields)
+    assert set(b) == set(FIELDS)
+    for k in fields:
+        if k != "images":
+            assert np.array_equal(a[k], b[k]), k
+    # the tuple of all fields, as the feed was before it was named
+    rows, p = full.batch(0, 1)
+    legacy = dali_feed(None, rows, p, full._sizes[rows[:, 0]], INPUT, False)
+    nxt = full()
+    for name, value in zip(FIELDS[1:], legacy[1:]):
+        assert np.array_equal(value, nxt[name]), name
+    with pytest.raises(ValueError, match="unknown feed fields"):
+        BatchSource(table, spec(), ImageReader(table), fields=("images", "nope"))
+
+
+def test_look_ahead_gives_the_same_batches(table):
+    """Batch N+1 prepared in a thread while N is used: the same numbers as prepared on
+    demand (a pure function of seed, epoch, batch, rank), across an epoch boundary and a
+    seek."""
+    def run(lookahead):
+        src = BatchSource(table, spec(), ImageReader(table), lookahead=lookahead)
+        out = []
+        for epoch in (0, 1):
+            src.seek(epoch)
+            while True:
+                try:
+                    out.append(src())
+                except StopIteration:
+                    break
+        src.seek(1, 1)
+        out.append(src())
+        src.close()
+        return out
+
+    a, b = run(True), run(False)
+    assert len(a) == len(b) == 2 * (12 // 4) + 1
+    for x, y in zip(a, b):
+        for k in FIELDS:
+            if k == "images":
+                assert all(np.array_equal(i, j) for i, j in zip(x[k], y[k]))
+            else:
+                assert np.array_equal(x[k], y[k]), k
+
+
+def test_each_file_is_read_once_and_checked_in_the_read_pool(table, monkeypatch):
+    import threading
+
+    reads, threads = {}, set()
+    real = ImageReader._read
+
+    def counting(self, image_id):
+        reads[image_id] = reads.get(image_id, 0) + 1
+        threads.add(threading.current_thread().name)
+        return real(self, image_id)
+
+    monkeypatch.setattr(ImageReader, "_read", counting)
+    loader = make(table, shuffle=False, batch_size=6)
+    batches(loader)
+    assert sorted(reads) == list(range(12)) and set(reads.values()) == {1}
+    assert all(not t.startswith("MainThread") for t in threads)
+
+
+def test_padded_bytes_are_vectorised_and_exact():
+    data = [np.frombuffer(b, np.uint8) for b in (b"abc", b"", b"hello")]
+    out = pad_bytes(data, np.array([2, 0, 1, 0]))
+    assert out.shape == (4, 5) and out.dtype == np.uint8
+    assert bytes(out[0]) == b"hello" and bytes(out[1]) == b"abc\0\0"
+    assert not out[2].any() and bytes(out[3]) == b"abc\0\0"
+
+
+def test_batch_n_stays_intact_while_later_batches_are_produced(table):
+    """Outputs are zero-copy views of DALI's buffers; DALI's default executor gives every
+    iteration new buffers and keeps a buffer while it is referenced, so batch 0 is unchanged
+    after the loader produced batches 1 .. PREFETCH + 1 (DALI ran up to PREFETCH beyond)."""
+    loader = make(table, batch_size=2, codecs=[SimCC(input_size=INPUT)], drop_last=False)
+    it = iter(loader)
+    first = next(it)
+    copy = {k: v.clone() for k, v in first.items()}
+    later = [next(it) for _ in range(PREFETCH + 1)]
+    for k in first:
+        assert torch.equal(first[k], copy[k]), k
+    ptrs = {b["image"].data_ptr() for b in [first] + later}
+    assert len(ptrs) == len(later) + 1            # no buffer was handed out twice
+    assert loader._pipe.exec_dynamic
+
+
+def test_tensor_lists_are_told_apart_by_type(table):
+    """``TensorListCPU`` has ``as_cpu`` too: a CPU output of any pipeline is read as host
+    memory, never through the GPU branch."""
+    loader = make(table)
+    loader.device = "gpu"                       # what a GPU pipeline's CPU output looked like
+    loader._pipe = None
+    k = np.arange(2 * 1 * 4 * 3, dtype=np.float32).reshape(2, 1, 4, 3)
+    outs = [TensorListCPU(np.zeros((2, 3, 4, 4), np.float32)), TensorListCPU(k),
+            TensorListCPU(np.zeros((2, 1), np.int64)), TensorListCPU(np.zeros((2, 2, 3), np.float32))]
+    b = loader._to_torch(outs)
+    assert b["keypoints"].device.type == "cpu" and torch.equal(b["keypoints"], torch.from_numpy(k))
+
+
+def test_dense_targets_equal_targets_inside_the_graph(table):
+    codecs = lambda: [SimCC(input_size=INPUT), GaussianHeatmap(input_size=INPUT,  # noqa: E731
+                                                               heatmap_size=(12, 16))]
+    a = batches(make(table, codecs=codecs(), dense_targets=False))
+    b = batches(make(table, codecs=codecs(), dense_targets=True))
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b):
+        assert set(x) == set(y)
+        for k in x:
+            assert torch.equal(x[k], y[k]), k
+    # each dense output is the codec applied to the batch's keypoints (an independent call)
+    ref = SimCC(input_size=INPUT).encode(b[0]["keypoints"].numpy())
+    assert np.array_equal(b[0]["x_labels"].numpy(), ref["x_labels"])
+
+
+def test_a_failing_dense_codec_is_a_pipeline_error(table):
+    class Broken(SimCC):
+        def encode(self, keypoints, out=None):
+            raise ZeroDivisionError("codec bug")
+
+    with pytest.raises(PipelineError, match="codec bug") as e:
+        batches(make(table, codecs=[Broken(input_size=INPUT)], dense_targets=True))
+    assert isinstance(e.value.__cause__, ZeroDivisionError)

@@ -42,6 +42,11 @@ test-integrations: $(INTEG_STAMP)
 test-gpu: $(STAMP)
 	$(PY) -m pytest -q -m gpu
 
+# on a GPU machine: GPU tests, posefeed bench --device gpu --train (JPEG / PNG, uncached, host
+# and device cache), codec benchmarks, host cost; docs/gpu-check.{json,md}. Says what it skipped.
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py --out docs
+
 demo: $(STAMP)
 	$(VENV)/bin/posefeed demo --out $(DEMO_OUT)
 

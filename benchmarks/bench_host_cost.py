@@ -163,14 +163,21 @@ def feed_conversion(x, batch_size: int, frames: bool = False):
     return _prep_data_for_feed_input(x, batch_size, None)
 
 
-def build_host_step(graph: str, batch_size: int) -> tuple[Callable[[], Any], Callable[[], None], Any]:
-    """``(step, close, counters)``: ``step()`` runs one batch of the GPU path's host work."""
+def build_host_step(graph: str, batch_size: int, table: Any = None
+                    ) -> tuple[Callable[[], Any], Callable[[], None], Any]:
+    """``(step, close, counters)``: ``step()`` runs one batch of the GPU path's host work
+    (``table``: default the synthetic set, tiled to 8 batches)."""
     import torch  # noqa: PLC0415
 
     from posefeed.pipelines.loader import PoseLoader  # noqa: PLC0415
     from posefeed.targets import GaussianHeatmap, SimCC  # noqa: PLC0415
 
-    table = make_table(8 * batch_size)
+    if table is None:
+        table = make_table(8 * batch_size)
+    else:
+        from posefeed.bench.data import tile_table  # noqa: PLC0415
+
+        table = tile_table(table, 8 * batch_size)
     codecs = [SimCC(input_size=INPUT_SIZE),
               GaussianHeatmap(input_size=INPUT_SIZE, heatmap_size=(48, 64))]
     k = table.num_keypoints
@@ -179,10 +186,93 @@ def build_host_step(graph: str, batch_size: int) -> tuple[Callable[[], Any], Cal
     loader = PoseLoader(table, codecs, batch_size=batch_size, device="cpu",
                         cpu_backend="dali", num_threads=2)
     cuda = StubCuda()
-    if hasattr(loader, "host_path"):                      # the redesigned loader
-        step, close = loader.host_path(graph, stub=True)
-        return step, close, cuda
-    return _legacy_step(loader, graph, codecs, cuda, torch)
+    try:
+        from posefeed.pipelines.slab import BatchRing  # noqa: F401,PLC0415  (the redesign)
+    except ImportError:
+        return _legacy_step(loader, graph, codecs, cuda, torch)
+    return _step(loader, graph, codecs, cuda, torch)
+
+
+class _NullContext:
+    def __init__(self, *a, **k):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class StubCuPy:
+    """The CuPy calls `DenseTargets` makes, without a device: ``from_dlpack`` hands the
+    (meta) torch tensor through, streams and devices are no-op contexts."""
+
+    class cuda:  # noqa: N801 - mirrors cupy.cuda
+        Device = _NullContext
+        ExternalStream = _NullContext
+
+    @staticmethod
+    def from_dlpack(t):
+        return t
+
+
+def _step(loader, graph, codecs, cuda, torch):
+    """The host work of the GPU path after the redesign: the source's look-ahead thread
+    prepares batch N+1 (order, parameters, the GPU graph's fields, bytes / ring gather)
+    while the main thread hands out batch N; frames live in a `FrameSlab` (meta tensors for
+    the device) gathered into a `BatchRing`; targets by `DenseTargets` after the graph."""
+    import posefeed.pipelines.loader as loader_mod  # noqa: PLC0415
+    from posefeed.pipelines.graph import GraphSpec, SplitSource, graph_fields, graph_params  # noqa: PLC0415
+    from posefeed.pipelines.images import ImageReader  # noqa: PLC0415
+    from posefeed.pipelines.slab import BatchRing, FrameSlab  # noqa: PLC0415
+    from posefeed.pipelines.source import BatchSource  # noqa: PLC0415
+    from posefeed.pipelines.target_stage import DenseTargets  # noqa: PLC0415
+
+    spec = GraphSpec.choose("gpu", loader.input_size, cache=None if graph == "uncached" else
+                            graph.split("_")[0], paths=loader.source.reader.paths)
+    table, b = loader.table, loader.batch_size
+    reader = ImageReader(table, dense_bytes=graph == "uncached")
+    if graph != "uncached":
+        n = len(reader.paths)
+        slab = FrameSlab(reader.sizes, 3, device="meta" if graph == "device_cache" else "cpu")
+        slab.valid[:] = True
+        reader = ImageReader(table, frames=slab, ring=BatchRing(slab, b, loader.ring_depth))
+        assert len(slab) == n
+    source = BatchSource(table, loader.spec, reader, fields=graph_fields(spec))
+    split = SplitSource(source, graph_params(spec))
+    targets = DenseTargets(codecs, loader.names[4:])
+    targets._cupy = StubCuPy
+    loader.targets = None
+    loader.graph_names = loader.names[:4]
+    loader.device = "gpu"
+    loader_mod.TensorListGPU = StubTensorListGPU
+    k = table.num_keypoints
+    kp_dev = torch.empty((b, 1, k, 3), device="meta")
+    source.seek(0, 0)
+
+    def step():
+        if source._next >= len(source):
+            source.seek(source._epoch + 1, 0)
+        images = split.images()
+        params = split.params()
+        feed_conversion(images, b, frames=graph != "uncached")
+        for p in params:
+            feed_conversion(p, b)
+        outs = [StubTensorListGPU((b, 3, 256, 192)), StubTensorListGPU((b, 1, k, 3)),
+                StubTensorListGPU((b, 1), np.int64), StubTensorListGPU((b, 2, 3))]
+        batch = loader._to_torch(outs)
+        batch.update(targets._cuda(kp_dev))          # the codecs' launches, after the graph
+        if reader.ring is not None:
+            reader.ring.consumed()
+        return batch
+
+    def close():
+        source.close()
+        loader.close()
+
+    step.source = source           # `measure` counts calls with the look-ahead off
+    return step, close, cuda
 
 
 def _legacy_step(loader, graph, codecs, cuda, torch):
@@ -252,15 +342,35 @@ def count_python_calls(fn: Callable[[], Any]) -> int:
     return n
 
 
-def measure(graph: str, batch_size: int, batches: int = 30, warmup: int = 3) -> dict[str, Any]:
+def host_calls(step: Callable[[], Any]) -> int:
+    """Calls of one batch of the whole host path on one thread: the look-ahead (batch N+1
+    prepared in a thread) is switched off for the count, so its calls are counted too. The
+    file reads of the uncached graph run in the reader's threads (one per file) and are
+    not counted."""
+    source = getattr(step, "source", None)
+    if source is None:
+        return count_python_calls(step)
+    source.cancel()
+    source.lookahead = False
+    try:
+        step()                                  # the first batch without a prepared one
+        return count_python_calls(step)
+    finally:
+        source.lookahead = True
+
+
+def measure(graph: str, batch_size: int, batches: int = 30, warmup: int = 3,
+            table: Any = None) -> dict[str, Any]:
     """``{"host_ms_per_batch", "python_calls_per_batch", "host_waits_per_batch"}`` for one
     graph and batch size (main-thread CPU time, ``time.thread_time``)."""
-    step, close, cuda = build_host_step(graph, batch_size)
+    step, close, cuda = build_host_step(graph, batch_size, table)
     try:
         with cuda.patch():
             for _ in range(warmup):
                 step()
-            calls = count_python_calls(step)
+            calls = host_calls(step)
+            for _ in range(warmup):
+                step()
             waits0 = cuda.waits
             times = []
             for _ in range(batches):

@@ -177,3 +177,17 @@ def test_a_failing_dense_codec_is_a_pipeline_error(table):
     with pytest.raises(PipelineError, match="codec bug") as e:
         batches(make(table, codecs=[Broken(input_size=INPUT)], dense_targets=True))
     assert isinstance(e.value.__cause__, ZeroDivisionError)
+
+
+def test_dali_threads_are_shared_by_the_ranks_of_a_node(monkeypatch):
+    import os
+
+    from posefeed.pipelines.loader import default_threads
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_threads() == cores
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2 * cores))
+    assert default_threads() == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert default_threads() == max(cores // 2, 1)

@@ -152,6 +152,9 @@ class ImageReader:
             return self.frames[image_id]
         return np.frombuffer(self._read(image_id), dtype=np.uint8)
 
+    def _get_chunk(self, image_ids: np.ndarray) -> list:
+        return [self.get(i) for i in image_ids.tolist()]
+
     def get_many(self, image_ids: np.ndarray) -> list:
         """`get` for a batch; files are read by a few threads (reads release the GIL), each
         unique image once."""
@@ -163,7 +166,10 @@ class ImageReader:
         if len(unique) > 4:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="posefeed-read")
-            data = list(self._pool.map(self.get, unique.tolist()))
+            # one task per thread, each reading its share of the files: the calling thread
+            # makes READ_THREADS submissions, not one per file
+            chunks = np.array_split(unique, min(READ_THREADS, len(unique)))
+            data = [d for part in self._pool.map(self._get_chunk, chunks) for d in part]
         else:
             data = [self.get(int(i)) for i in unique]
         if self.dense_bytes:
@@ -174,7 +180,7 @@ class ImageReader:
 def pad_bytes(data: list[np.ndarray], order: np.ndarray) -> np.ndarray:
     """``(len(order), L)`` uint8: row ``r`` holds ``data[order[r]]`` followed by zeros, ``L``
     the longest (at least 1). Vectorised: one concatenation and one masked assignment."""
-    lengths = np.array([len(d) for d in data], dtype=np.int64)[order]
+    lengths = np.fromiter(map(len, data), dtype=np.int64, count=len(data))[order]
     width = max(int(lengths.max()) if len(lengths) else 0, 1)
     out = np.zeros((len(order), width), dtype=np.uint8)
     if len(order):

@@ -36,6 +36,17 @@ def _cuda_ok() -> bool:
         return False
 
 
+def default_threads() -> int:
+    """DALI threads per loader: the CPUs this process may use, shared by the ranks of this
+    node (``LOCAL_WORLD_SIZE``, set by torchrun), at least 1."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        local = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+    except ValueError:
+        local = 1
+    return max(cores // local, 1)
+
+
 def _cache_memory(where: str, device_id: int | None) -> tuple[int, int]:
     """(free, total) bytes for a GPU path cache: CUDA memory, or available host memory."""
     if where == "device":
@@ -67,7 +78,8 @@ class PoseLoader:
         device: "cpu", "gpu" or "auto" (GPU when CUDA is available and, with codecs, CuPy is
             installed: the codecs run on CuPy inside a GPU pipeline).
         seed, shuffle, drop_last: the sample order is a pure function of (seed, epoch, shard).
-        num_threads: DALI threads (default: the CPUs this process may use).
+        num_threads: DALI threads (default: the CPUs this process may use, divided by the
+            ranks on this node, ``LOCAL_WORLD_SIZE``).
         shard: ``(rank, world)``; default from ``torch.distributed`` when initialised.
         cache: None, "host" or "device": keep decoded frames in memory (filled on first use).
         image_dtype: "float32" (ImageNet-normalised) or "uint8".
@@ -137,7 +149,7 @@ class PoseLoader:
         self.device = device
         self.device_id = (torch.cuda.current_device() if device_id is None else device_id) \
             if device == "gpu" else None
-        self.num_threads = int(num_threads or len(os.sched_getaffinity(0)))
+        self.num_threads = int(num_threads or default_threads())
         rank, world = shard if shard is not None else _default_shard()
         if not 0 <= rank < world:
             raise ValueError(f"shard {(rank, world)} needs 0 <= rank < world")

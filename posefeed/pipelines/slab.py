@@ -183,8 +183,10 @@ class BatchRing:
                                                # long before (depth batches ago)
         ids = torch.from_numpy(np.ascontiguousarray(image_ids, dtype=np.int64))
         with _on_stream(self.stream):
-            if self.slab.device.type != "cpu":
+            if self.slab.device.type == "cuda":
                 ids = ids.pin_memory().to(self.slab.device, non_blocking=True)
+            elif self.slab.device.type != "cpu":
+                ids = ids.to(self.slab.device)
             torch.index_select(self.slab.data, 0, ids, out=slot)
         self._fed += 1
         return slot

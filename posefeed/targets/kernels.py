@@ -150,8 +150,10 @@ extern "C" __global__ void dlc_targets(
                     ly = (float)((py - gyi) * scale);
                 }
             } else {
-                const double z = d2 * inv2s2;
-                if (z < 104.0) h = fmaxf(h, (float)exp(-z));  // float32 result is 0 beyond
+                // FP32 exp (FP64 exp runs at 1/64 rate on non-H100 GPUs): within 2 ulp of
+                // the float32-rounded FP64 value, inside the codecs' 1e-6 parity
+                const float z = (float)(d2 * inv2s2);
+                if (z < 104.0f) h = fmaxf(h, expf(-z));  // float32 exp(-z) is 0 beyond
                 lx = (float)((px - gxj) * scale);  // the last visible individual, whole map
                 ly = (float)((py - gyi) * scale);
             }
@@ -182,6 +184,20 @@ def _kernel(name: str) -> Any:
     return cp.RawKernel(SOURCES[name], name)
 
 
+def device_grids(codec: Any) -> tuple[Any, Any]:
+    """``codec.grid_x`` / ``grid_y`` as int64 CuPy arrays on the current device, uploaded once
+    per device and kept on the codec (they were uploaded on every call)."""
+    import cupy as cp  # noqa: PLC0415
+
+    cache = codec.__dict__.setdefault("_device_grids", {})
+    key = (cp.cuda.runtime.getDevice(), id(codec.grid_x), id(codec.grid_y))
+    got = cache.get(key)
+    if got is None:
+        got = (cp.asarray(codec.grid_x, dtype=cp.int64), cp.asarray(codec.grid_y, dtype=cp.int64))
+        cache[key] = got
+    return got
+
+
 def _launch(total: int) -> tuple[tuple[int], tuple[int]]:
     blocks = max(1, min((total + _THREADS - 1) // _THREADS, 65535 * 16))
     return (blocks,), (_THREADS,)
@@ -207,8 +223,9 @@ def gaussian_targets(codec: Any, keypoints: Any, mode: int, out: dict | None = N
         out = {"heatmap": cp.empty((b, k, h, w), dtype=cp.float32),
                "keypoint_weight": cp.empty((b, k), dtype=cp.float32)}
     hm, weight = out["heatmap"], out["keypoint_weight"]
-    weight.fill(0)  # written by the kernel's (0, 0) cell of each map; 0 when the map is empty
     total = b * k * h * w
+    if total == 0:   # else the kernel's (0, 0) cell of each map writes its weight
+        weight.fill(0)
     if total:
         sfx, sfy, r, c0, inv2s2 = gaussian_args(codec, mode)
         grid, block = _launch(total)
@@ -240,8 +257,7 @@ def dlc_targets(codec: Any, keypoints: Any, out: dict | None = None) -> dict[str
     if total:
         grid, block = _launch(total)
         _kernel("dlc_targets")(grid, block, (
-            kp, cp.asarray(codec.grid_x, dtype=cp.int64), cp.asarray(codec.grid_y, dtype=cp.int64),
-            hm, hw, loc, lw,
+            kp, *device_grids(codec), hm, hw, loc, lw,
             np.int32(b), np.int32(n), np.int32(k), np.int32(h), np.int32(w),
             np.float64(1.0 / (2.0 * codec.std * codec.std)),
             np.float64(codec.pos_dist_thresh * codec.pos_dist_thresh),

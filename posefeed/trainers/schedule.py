@@ -19,15 +19,18 @@ from torch import nn
 
 
 def build_optimizer(model: nn.Module, lr: float = 4e-3, weight_decay: float = 0.05,
-                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
-    """AdamW with two groups: decayed (>= 2-D weights) and not decayed (norms, biases)."""
+                    betas: tuple[float, float] = (0.9, 0.999),
+                    fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW with two groups: decayed (>= 2-D weights) and not decayed (norms, biases).
+    ``fused``: torch's fused AdamW kernel, which can skip a step on the device (its
+    ``found_inf`` flag: the update and the step count are left as they were)."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
 
 
 class WarmupFlatCosine:
@@ -107,13 +110,20 @@ class ExpMomentumEMA:
         return (1 - self.momentum) * math.exp(-float(1 + t) / self.gamma) + self.momentum
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, keep: torch.Tensor | None = None) -> None:
+        """Average ``model`` in. ``keep`` (a 0-d bool tensor on the model's device): when
+        False the average is left unchanged, decided on the device (no host wait); the host
+        `steps` counter still advances (the trainer takes it back when it reads the flag)."""
         src = model.state_dict()
         m = self.current_momentum()
         for name, avg in self.module.state_dict().items():
             new = src[name].detach()
+            if keep is not None:
+                new = torch.where(keep, new.to(avg.dtype), avg)
             if self.steps == 0 or not avg.is_floating_point():
                 avg.copy_(new)
+            elif keep is not None:      # lerp: exactly avg again when new is avg
+                avg.lerp_(new, m)
             else:
                 avg.mul_(1 - m).add_(new.to(avg.dtype), alpha=m)
         self.steps += 1

@@ -77,6 +77,11 @@ class TrainConfig:
     best_metric: str = "rmse_px"       # lower is better
     device: str = "auto"               # "auto" | "cpu" | "gpu" | "cuda" | "cuda:1" ...
     seed: int = 0
+    #: read losses / gradient norms on the host every N batches (None: 1 on the CPU, where
+    #: a read costs nothing, 25 on CUDA). With N > 1 the guard decides on the device: a bad
+    #: step is skipped there at once (fused AdamW's found_inf, EMA gated), its event, log and
+    #: lr / rollback action follow at the next read (see `Trainer`)
+    sync_every: int | None = None
     guard: GuardConfig = field(default_factory=GuardConfig)
 
     def scaled_for(self, total_iters: int) -> "TrainConfig":
@@ -106,13 +111,26 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device("cuda" if device == "gpu" else device)
 
 
+_NORM_CONSTANTS: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+
+def _norm_constants(device: torch.device) -> tuple[Tensor, Tensor]:
+    """ImageNet mean / std ``(1, 3, 1, 1)`` on ``device``, made once per device (a fresh
+    ``torch.tensor(..., device=cuda)`` every step is a host-to-device copy that waits)."""
+    got = _NORM_CONSTANTS.get(device)
+    if got is None:
+        got = (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+               torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+        _NORM_CONSTANTS[device] = got
+    return got
+
+
 def prepare_image(image: Tensor) -> Tensor:
     """uint8 RGB ``(B, 3, H, W)`` -> float normalised with the ImageNet mean/std (0..255
     units); float images are returned as they are (PoseLoader already normalised them)."""
     if image.dtype != torch.uint8:
         return image
-    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=image.device).view(1, 3, 1, 1)
+    mean, std = _norm_constants(image.device)
     return (image.float() - mean) / std
 
 
@@ -139,6 +157,16 @@ class StabilityGuard:
                 return f"loss spike {loss:.4g} > {c.spike_factor:g} x running median {med:.4g}"
         self.history.append(loss)
         return None
+
+    def limit(self) -> float:
+        """The largest loss that is not a spike now (``inf`` before ``min_history`` good
+        losses, or with a median <= 0): the device-side check is ``isfinite(loss) and loss
+        <= limit()``, the same rule as `check`."""
+        c = self.config
+        if len(self.history) < c.min_history:
+            return math.inf
+        med = statistics.median(self.history)
+        return c.spike_factor * med if med > 0 else math.inf
 
 
 class Trainer:
@@ -177,7 +205,14 @@ class Trainer:
         n = iters_per_epoch if iters_per_epoch is not None else len(train_loader)  # type: ignore[arg-type]
         self.iters_per_epoch = int(n)
         self.steps_per_epoch = math.ceil(self.iters_per_epoch / c.accumulate)
-        self.optimizer = build_optimizer(self.model, c.lr, c.weight_decay)
+        #: batches between host reads of the losses (1: every step, as on the CPU)
+        self.sync_every = int(c.sync_every) if c.sync_every is not None else \
+            (25 if self.device.type == "cuda" else 1)
+        if self.sync_every < 1:
+            raise ValueError(f"sync_every must be >= 1, got {c.sync_every}")
+        self.deferred = self.sync_every > 1
+        self.optimizer = build_optimizer(self.model, c.lr, c.weight_decay,
+                                         fused=True if self.deferred else None)
         self.scheduler = WarmupFlatCosine(self.optimizer, c.epochs * self.steps_per_epoch,
                                           c.warmup_iters, c.warmup_start_factor,
                                           c.cosine_start, c.eta_min)
@@ -191,6 +226,10 @@ class Trainer:
         self.step_losses: list[float] = []        # every batch's loss
         self.events: list[dict[str, Any]] = []    # guard actions
         self._snapshot: dict[str, Any] | None = None
+        #: deferred mode: device values of the batches since the last read
+        self._pending: list[dict[str, Any]] = []
+        self._limit: Tensor | None = None     # the spike limit on the device
+        self._taken_back = 0                  # skipped steps the host counted and took back
         #: the unfinished epoch's running totals (set while an epoch runs, and by a resume
         #: from a mid-epoch checkpoint): batches done, their losses, samples, seconds
         self._progress: dict[str, Any] | None = None
@@ -314,9 +353,10 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return torch.autocast(self.device.type, enabled=False)
 
-    def _bad_step(self, reason: str, loss: float) -> None:
+    def _bad_step(self, reason: str, loss: float, step: int | None = None) -> None:
         action = self.config.guard.action
-        event = {"epoch": self.epoch, "step": self.global_step, "loss": loss,
+        step = self.global_step if step is None else step
+        event = {"epoch": self.epoch, "step": step, "loss": loss,
                  "reason": reason, "action": action}
         self.events.append(event)
         self.optimizer.zero_grad(set_to_none=True)
@@ -328,7 +368,7 @@ class Trainer:
             self.scheduler.scale *= self.config.guard.lr_factor
             self.scheduler._apply()
             event["lr_scale"] = self.scheduler.scale
-        self.log(f"[guard] epoch {self.epoch} step {self.global_step}: {reason} -> {action}")
+        self.log(f"[guard] epoch {self.epoch} step {step}: {reason} -> {action}")
         if len(self.events) > self.config.guard.max_events:
             raise RuntimeError(f"training unstable: {len(self.events)} bad steps "
                                f"(last: {reason})")
@@ -367,6 +407,8 @@ class Trainer:
         t0, pending = time.perf_counter() - float(prog["seconds"]), 0
         every = c.checkpoint_every_steps if self.ckpt is not None else 0
         saved_step = self.global_step  # never twice for one step (skipped steps keep it)
+        if self.deferred:
+            return self._train_epoch_deferred(prog, first, losses, n_samples, t0)
         for i, batch in enumerate(self.loader, start=first):
             batch = to_device(batch, self.device)
             with self._autocast():
@@ -405,6 +447,134 @@ class Trainer:
         return {"epoch": self.epoch, "loss": statistics.fmean(losses) if losses else float("nan"),
                 "lr": self.scheduler.get_last_lr()[0], "seconds": dt,
                 "samples_per_s": n_samples / max(dt, 1e-9), "step": self.global_step}
+
+    # -- deferred host reads (CUDA): nothing in a step waits for the device ---------------
+    def _train_epoch_deferred(self, prog: dict[str, Any], first: int, losses: list[float],
+                              n_samples: int, t0: float) -> dict[str, Any]:
+        """`train_epoch` with the guard on the device: each step's loss and gradient norm stay
+        device tensors; a bad step (non-finite loss or norm, or a loss above the spike limit)
+        is skipped on the device (fused AdamW ``found_inf``, EMA gated); every `sync_every`
+        batches one read brings the values to the host, where bad steps are recorded, logged
+        and acted on (lr / rollback) as `_bad_step` does, and the step counters they
+        advanced are taken back. With ``accumulate > 1`` a bad batch skips its whole window."""
+        c = self.config
+        every = c.checkpoint_every_steps if self.ckpt is not None else 0
+        saved_step = self.global_step
+        guard_on = c.guard.action != "none"
+        self._limit = torch.tensor(self.guard.limit() if guard_on else math.inf,
+                                   device=self.device)
+        window_bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        pending = 0
+        for i, batch in enumerate(self.loader, start=first):
+            batch = to_device(batch, self.device)
+            with self._autocast():
+                outputs = self.model(prepare_image(batch["image"]))
+                loss, _parts = self.loss_fn(outputs, batch)
+            value = loss.detach().float()
+            bad = ~torch.isfinite(value) | (value > self._limit) if guard_on else \
+                torch.zeros((), dtype=torch.bool, device=self.device)
+            window_bad = window_bad | bad
+            (loss / c.accumulate).backward()
+            pending += 1
+            entry = {"iter": i + 1, "loss": value, "bad": bad, "norm": None, "stepped": False,
+                     "n": int(batch["image"].shape[0]), "host_step": self.global_step,
+                     "taken_back": self._taken_back}
+            if pending == c.accumulate:
+                entry.update(self._optimizer_step_deferred(window_bad))
+                window_bad = torch.zeros_like(window_bad)
+                pending = 0
+            self._pending.append(entry)
+            n_samples += entry["n"]
+            if len(self._pending) >= self.sync_every:
+                losses += self._read_pending(prog, t0)
+            prog.update(iter=i + 1, losses=losses, n_samples=n_samples,
+                        seconds=time.perf_counter() - t0)
+            if (every and pending == 0 and self.global_step % every == 0
+                    and self.global_step != saved_step and i + 1 < self.iters_per_epoch):
+                losses += self._read_pending(prog, t0)
+                prog.update(losses=losses)
+                if self.global_step % every == 0 and self.global_step != saved_step:
+                    self.ckpt.save_last(self.state_dict())  # type: ignore[union-attr]
+                    saved_step = self.global_step
+        if pending:
+            self._pending[-1].update(self._optimizer_step_deferred(window_bad))
+        losses += self._read_pending(prog, t0)
+        self._progress = None
+        dt = time.perf_counter() - t0
+        return {"epoch": self.epoch, "loss": statistics.fmean(losses) if losses else float("nan"),
+                "lr": self.scheduler.get_last_lr()[0], "seconds": dt,
+                "samples_per_s": n_samples / max(dt, 1e-9), "step": self.global_step}
+
+    def _optimizer_step_deferred(self, window_bad: Tensor) -> dict[str, Any]:
+        """Clip, step (skipped on the device when the window or the norm is bad), schedule,
+        EMA; the host counters advance as if the step was taken (see `_read_pending`)."""
+        max_norm = self.config.grad_clip if self.config.grad_clip else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        skip = window_bad | ~torch.isfinite(norm)
+        self.optimizer.found_inf = skip.float()     # fused AdamW: no update when 1
+        try:
+            self.optimizer.step()
+        finally:
+            del self.optimizer.found_inf
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.global_step += 1
+        if self.ema is not None:
+            self.ema.update(self.model, keep=~skip)
+        return {"norm": norm.detach(), "stepped": True}
+
+    def _read_pending(self, prog: dict[str, Any], t0: float) -> list[float]:
+        """One host read of the pending batches' values: record them, handle the bad steps,
+        update the device's spike limit; returns the good losses."""
+        if not self._pending:
+            return []
+        pend, self._pending = self._pending, []
+        vals = torch.stack([e["loss"] for e in pend]).cpu().tolist()
+        bads = torch.stack([e["bad"] for e in pend]).cpu().tolist()
+        norms = {j: e["norm"] for j, e in enumerate(pend) if e["norm"] is not None}
+        norm_vals = dict(zip(norms, torch.stack(list(norms.values())).cpu().tolist())) \
+            if norms else {}
+        good: list[float] = []
+        guard_on = self.config.guard.action != "none"
+        window: list[int] = []
+        for j, e in enumerate(pend):
+            value = vals[j]
+            self.step_losses.append(value)
+            window.append(j)
+            if not bads[j]:
+                if guard_on:
+                    self.guard.history.append(value)
+                good.append(value)
+            if e["stepped"]:
+                norm = norm_vals.get(j, 0.0)
+                bad_j = [k for k in window if bads[k]]
+                if bad_j or not math.isfinite(norm):
+                    k = bad_j[0] if bad_j else j
+                    v = vals[k]
+                    reason = (f"non-finite loss ({v})" if not math.isfinite(v) else
+                              f"loss spike {v:.4g} > limit {self.config.guard.spike_factor:g} "
+                              f"x running median" if bad_j else
+                              f"non-finite gradient norm ({norm})")
+                    # the device skipped the step: take back what the host advanced
+                    # steps taken back since it was recorded were counted in host_step
+                    step = pend[k]["host_step"] - (self._taken_back - pend[k]["taken_back"])
+                    self._taken_back += 1
+                    self.global_step -= 1
+                    self.scheduler.last_iter -= 1
+                    self.scheduler._apply()
+                    if self.ema is not None:
+                        self.ema.steps -= 1
+                    self._bad_step(reason, v, step)
+                window = []
+            if self.on_step is not None:
+                dt = time.perf_counter() - t0
+                self.on_step({"epoch": self.epoch, "iter": e["iter"],
+                              "iters": self.iters_per_epoch, "step": self.global_step,
+                              "loss": value, "lr": self.scheduler.get_last_lr()[0],
+                              "samples_per_s": prog["n_samples"] / max(dt, 1e-9)})
+        if self._limit is not None:
+            self._limit.fill_(self.guard.limit() if guard_on else math.inf)
+        return good
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

@@ -1,0 +1,35 @@
+"""No per-sample Python on the GPU path: the calls one batch makes on the host (counted with
+``sys.setprofile`` by benchmarks/bench_host_cost.py, CUDA stubbed) must not grow with the
+batch size. Per-sample code adds at least one call per sample."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from helpers import make_blob_table
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_host_cost.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_host_cost", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    return make_blob_table(tmp_path_factory.mktemp("hostcost"), n_images=16, k=4)
+
+
+@pytest.mark.parametrize("graph", ["uncached", "host_cache", "device_cache"])
+def test_host_calls_do_not_grow_with_the_batch(bench, table, graph):
+    small = bench.measure(graph, 8, batches=2, warmup=2, table=table)
+    large = bench.measure(graph, 32, batches=2, warmup=2, table=table)
+    grown = large["python_calls_per_batch"] - small["python_calls_per_batch"]
+    assert grown < 32 - 8, (small, large)          # < one call per extra sample
+    assert large["host_waits_per_batch"] == 0      # no device synchronisation per batch

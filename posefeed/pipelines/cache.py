@@ -191,7 +191,12 @@ def _cuda_copy(tensor_gpu):
 
 
 def _as_torch(tensor_gpu):
-    """A torch view of a DALI ``TensorGPU`` (DLPack)."""
+    """A torch view of a DALI ``TensorGPU`` (DLPack, else the CUDA array interface after a
+    device synchronisation)."""
     import torch  # noqa: PLC0415
 
-    return torch.from_dlpack(tensor_gpu)
+    try:
+        return torch.from_dlpack(tensor_gpu)
+    except Exception:
+        torch.cuda.synchronize()
+        return torch.as_tensor(tensor_gpu, device="cuda")

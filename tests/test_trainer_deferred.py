@@ -54,3 +54,30 @@ def test_normalisation_constants_are_made_once_per_device():
     b = _norm_constants(torch.device("cpu"))
     assert a[0] is b[0] and a[1] is b[1]
     assert a[0].flatten().tolist() == pytest.approx([123.675, 116.28, 103.53])
+
+
+def test_train_picks_the_device_cache_when_it_fits_and_says_so(monkeypatch):
+    """`posefeed train` on a GPU pipeline: the device cache, else the host cache, else none;
+    the log line names the choice and why a cache was refused (PoseLoader stubbed: the
+    choice logic only)."""
+    from types import SimpleNamespace
+
+    import posefeed.trainers.recipe as recipe
+    from posefeed.pipelines.errors import CacheTooLarge
+
+    class FakeLoader:
+        def __init__(self, table, codec, batch_size=1, cache=None, device="auto", **kw):
+            if cache is not None and cache in table:
+                raise CacheTooLarge(f"{cache} needs 9 GiB")
+            self.device, self.cache = "gpu", cache
+
+    monkeypatch.setattr(recipe, "PoseLoader", FakeLoader)
+    monkeypatch.setattr(recipe, "resolve_device", lambda d: torch.device("cuda"))
+    rc = SimpleNamespace(device="gpu", seed=0, on_bad_image="raise", batch_size=4)
+    for refused, picked in (((), "device"), (("device",), "host"), (("device", "host"), None)):
+        log = []
+        tr, _ = recipe.build_loaders(rc, refused, (), None, "topdown", (64, 64), log.append)
+        assert tr.cache == picked
+        assert f"frame cache {picked or 'none'}" in log[0]
+        for r in refused:
+            assert f"cache='{r}' does not fit: {r} needs 9 GiB" in log[0]

@@ -56,8 +56,10 @@ def run(cmd: list[str], timeout: float, env: dict | None = None) -> dict:
         status = f"failed (timed out after {timeout:.0f} s)"
         out = ((e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes)
                else (e.stdout or ""))[-3000:]
+    last = [ln.strip() for ln in out.splitlines() if ln.strip()]
     return {"status": status, "seconds": round(time.perf_counter() - t0, 1),
-            "command": " ".join(cmd), "output_tail": out}
+            "command": " ".join(cmd), "output_tail": out,
+            "summary": last[-1][:200] if last else ""}
 
 
 def plan(args, gpu: bool, why: str, out: Path) -> list[dict]:
@@ -97,6 +99,8 @@ def markdown(report: dict) -> str:
              "| step | status | seconds |", "|---|---|---|"]
     for s in report["steps"]:
         status = s["status"] if "skip" not in s else f"skipped: {s['skip']}"
+        if s.get("summary") and "skip" not in s:   # e.g. pytest's "48 skipped, 640 deselected"
+            status += f" ({s['summary'].replace('|', '/')})"
         lines.append(f"| {s['name']} | {status} | {s.get('seconds', '-')} |")
     lines += ["", "Outputs: JSON next to this file (gpu-check.json, gpu-bench-*.json, "
               "gpu-check-host-cost.json)."]
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"  running {s['name']} (limit {s['timeout']} s) ...", flush=True)
         s.update(run(s["cmd"], s["timeout"]))
-        print(f"    {s['status']} in {s['seconds']} s", flush=True)
+        print(f"    {s['status']} in {s['seconds']} s: {s.get('summary', '')}", flush=True)
         failed |= s["status"].startswith("failed")
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "machine": f"{platform.node()} ({os.cpu_count()} CPUs)",

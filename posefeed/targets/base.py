@@ -87,8 +87,11 @@ class Codec(ABC):
         num_outputs=len(codec.output_names), device=...)``.
 
         DALI passes one ``(N_i, K, 3)`` array per sample (NumPy on CPU, CuPy on GPU); samples
-        are padded to the batch's largest ``N`` with ``v = 0`` rows (which draw nothing),
-        encoded in one call, and split back into per-sample outputs (views).
+        of one shape (as the loader's source feeds them) are stacked, others padded to the
+        batch's largest ``N`` with ``v = 0`` rows (which draw nothing); encoded in one call,
+        and split back into per-sample outputs (views: DALI's batch python_function takes one
+        array per sample). The GPU loader does not use this adapter: its codecs run after the
+        graph on the dense batch (`posefeed.pipelines.target_stage.DenseTargets`).
 
         With ``reuse_buffers`` (default) CPU batches are encoded into buffers kept by the
         callable (:class:`BufferedEncoder`): DALI copies a python_function's outputs into its
@@ -102,12 +105,18 @@ class Codec(ABC):
 
         def run(samples: list[Array]) -> tuple[list[Array], ...]:
             xp = array_module(samples[0])
-            n_max = max(max(int(s.shape[0]) for s in samples), 1)
-            k = int(samples[0].shape[1])
-            batch = xp.zeros((len(samples), n_max, k, 3), dtype=xp.float32)
-            for i, s in enumerate(samples):
-                if s.shape[0]:
-                    batch[i, : s.shape[0]] = s
+            first = tuple(samples[0].shape)
+            if first[0] and all(tuple(s.shape) == first for s in samples):
+                # the loader's source pads every sample to the batch's instance count: one
+                # stack instead of a write per sample
+                batch = xp.stack(samples).astype(xp.float32, copy=False)
+            else:
+                n_max = max(max(int(s.shape[0]) for s in samples), 1)
+                k = int(samples[0].shape[1])
+                batch = xp.zeros((len(samples), n_max, k, 3), dtype=xp.float32)
+                for i, s in enumerate(samples):
+                    if s.shape[0]:
+                        batch[i, : s.shape[0]] = s
             if enc is not None and xp is np:
                 out = enc.encode_shared(batch)
             else:

@@ -1,4 +1,11 @@
-"""Image checks: sizes from file headers (no decoding), and a full decode for ``--deep``."""
+"""Image checks: sizes from file headers (no decoding), and a full decode for ``--deep``.
+
+Orientation rule: every size is the *displayed* size, the image with its EXIF Orientation tag
+applied (tags 5-8 swap width and height), because that is the view labelling tools show and
+write into their files (COCO ``width`` / ``height``, keypoint coordinates), and the view every
+decoder posefeed uses produces (DALI ``decoders.image`` / ``image_slice`` apply the tag by
+default, ``adjust_orientation=True``; OpenCV ``imdecode`` applies it unless told not to).
+"""
 from __future__ import annotations
 
 import logging
@@ -17,13 +24,30 @@ log = logging.getLogger("posefeed.datasets")
 ON_BAD_IMAGE = ("raise", "skip")
 
 
+#: EXIF Orientation values that transpose the image (90 / 270 degree turns, with or without
+#: a mirror): the displayed width is the stored height
+TRANSPOSING = (5, 6, 7, 8)
+EXIF_ORIENTATION = 0x0112
+
+
+def displayed_size(im: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` of an opened image as displayed: the stored size, swapped when its
+    EXIF Orientation tag is 5-8. Reads only the header's EXIF block."""
+    w, h = int(im.size[0]), int(im.size[1])
+    try:
+        orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block: the stored size, as decoders do
+        orientation = 1
+    return (h, w) if orientation in TRANSPOSING else (w, h)
+
+
 def _header_size(path: Path) -> tuple[int, int] | str:
-    """``(width, height)`` from the header, or the reason it could not be read."""
+    """Displayed ``(width, height)`` from the header, or the reason it could not be read."""
     try:
         if path.stat().st_size == 0:
             return "zero-byte file"
         with Image.open(path) as im:
-            return int(im.size[0]), int(im.size[1])
+            return displayed_size(im)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         return f"unreadable image header: {e}"
 
@@ -115,7 +139,7 @@ def decode_check(path: Path, image: str) -> ImageCheck:
             return ImageCheck(image, None, "zero-byte file")
         with Image.open(path) as im:
             im.load()
-            return ImageCheck(image, (int(im.size[0]), int(im.size[1])), None)
+            return ImageCheck(image, displayed_size(im), None)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         return ImageCheck(image, None, f"{type(e).__name__}: {e}")
 

@@ -130,7 +130,9 @@ def _decode_chunks(paths: list[str], chunks: list[list[int]], first: int, frames
                   device_id=device_id if gpu else None, prefetch_queue_depth=1)
     def decode_pipeline():
         data = fn.external_source(source=source, batch=True)
-        return fn.decoders.image(data, device="mixed" if gpu else "cpu", output_type=types.RGB)
+        # EXIF orientation applied, as every size and check assumes (docs/design.md)
+        return fn.decoders.image(data, device="mixed" if gpu else "cpu", output_type=types.RGB,
+                                 adjust_orientation=True)
 
     pipe = decode_pipeline()
     done = first

@@ -190,9 +190,11 @@ def decode(spec: GraphSpec, images, p):
         return fn.decoders.image_slice(images, p["roi_anchor"], p["roi_shape"],
                                        normalized_anchor=False, normalized_shape=False,
                                        axis_names="WH", output_type=types.RGB,
+                                       adjust_orientation=True,  # EXIF: docs/design.md
                                        device="mixed" if gpu else "cpu")
     if spec.frames is None:
-        return fn.decoders.image(images, device="mixed" if gpu else "cpu", output_type=types.RGB)
+        return fn.decoders.image(images, device="mixed" if gpu else "cpu", output_type=types.RGB,
+                                 adjust_orientation=True)       # EXIF: docs/design.md
     if gpu and spec.frames == "host":
         return images.gpu()
     return images

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from posefeed.datasets.images import displayed_size
 from posefeed.datasets.table import PoseTable
 
 #: threads that read encoded files in the source
@@ -44,7 +45,8 @@ def decode_problem(data: bytes, size: tuple[int, int] | None = None) -> str | No
 def check_image_bytes(data: bytes, size: tuple[int, int] | None = None) -> str | None:
     """Why ``data`` is not a decodable JPEG/PNG of ``size`` (w, h), or ``None`` when it looks
     fine (magic number, header size, and PIL's ``verify``, which parses the headers / PNG
-    chunks without decoding)."""
+    chunks without decoding). The size is the displayed one (EXIF orientation applied, the
+    rule of `posefeed.datasets.images`)."""
     if len(data) == 0:
         return "empty file"
     if not (data.startswith(JPEG_MAGIC) or data.startswith(PNG_MAGIC)):
@@ -53,7 +55,7 @@ def check_image_bytes(data: bytes, size: tuple[int, int] | None = None) -> str |
         from PIL import Image  # noqa: PLC0415
 
         with Image.open(io.BytesIO(data)) as im:
-            got = (int(im.size[0]), int(im.size[1]))
+            got = displayed_size(im)   # the EXIF-oriented size, as the decoders produce
             im.verify()
     except Exception as e:  # PIL raises many kinds
         return f"{type(e).__name__}: {e}"

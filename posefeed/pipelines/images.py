@@ -55,8 +55,9 @@ def check_image_bytes(data: bytes, size: tuple[int, int] | None = None) -> str |
         from PIL import Image  # noqa: PLC0415
 
         with Image.open(io.BytesIO(data)) as im:
+            im.verify()                # (must come straight after open)
+        with Image.open(io.BytesIO(data)) as im:
             got = displayed_size(im)   # the EXIF-oriented size, as the decoders produce
-            im.verify()
     except Exception as e:  # PIL raises many kinds
         return f"{type(e).__name__}: {e}"
     if size is not None and got != (int(size[0]), int(size[1])):

@@ -15,12 +15,13 @@ from nvidia.dali.tensors import TensorListGPU
 
 from posefeed.datasets.table import PoseTable
 from posefeed.pipelines import cache as cache_mod
+from posefeed.pipelines.arguments import check_batches, check_codecs, check_loader_arguments
 from posefeed.pipelines.augment import AugmentConfig, Schedule, as_schedule
 from posefeed.pipelines.graph import (PREFETCH, GraphSpec, build_pipeline, graph_fields,
                                       output_names)
 from posefeed.pipelines.slab import BatchRing, FrameSlab, check_slab_fits
 from posefeed.pipelines.errors import BadImageError, PipelineError  # noqa: F401
-from posefeed.pipelines.images import ImageReader, find_undecodable
+from posefeed.pipelines.images import ImageReader, decode_problem, find_undecodable
 from posefeed.pipelines.source import BatchSource, SourceSpec
 from posefeed.pipelines.target_stage import DenseTargets
 from posefeed.targets import cupy_or_none
@@ -123,6 +124,9 @@ class PoseLoader:
                  cache_headroom: float | int | None = None):
         if device not in ("auto", "cpu", "gpu"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
+        check_loader_arguments(mode=mode, input_size=input_size, batch_size=batch_size,
+                               seed=seed, num_threads=num_threads, shard=shard,
+                               on_bad_image=on_bad_image)
         gpu_targets = cupy_or_none() is not None or not codecs  # codecs run on CuPy on the GPU
         if device == "auto":
             device = "gpu" if _cuda_ok() and gpu_targets else "cpu"
@@ -143,6 +147,7 @@ class PoseLoader:
             raise ValueError("the table is empty")
         self.table = table
         self.codecs = [codecs] if isinstance(codecs, Codec) else list(codecs or ())
+        check_codecs(self.codecs, (int(input_size[0]), int(input_size[1])))
         self.mode = mode
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.batch_size = int(batch_size)
@@ -184,6 +189,9 @@ class PoseLoader:
                                drop_last=bool(drop_last), rank=int(rank), world=int(world),
                                on_bad_image=on_bad_image, roi=self.graph.roi)
         self.source = BatchSource(table, self.spec, reader, fields=graph_fields(self.graph))
+        check_batches(len(self.source), num_samples=self.source.num_samples,
+                      batch_size=self.batch_size, drop_last=bool(drop_last), world=int(world),
+                      mode=mode)
         self.names = ["image", "keypoints", "index", "affine"] + output_names(self.codecs)
         #: the table's individuals in first-seen order; frame-mode batches carry
         #: ``individual_ids (B, N)``: each instance's position in this list, -1 for padding
@@ -385,6 +393,12 @@ class PoseLoader:
         frames = cache_mod.decode_all(reader.paths, self.cache, self.device_id, self.num_threads,
                                       skip=bad, failures=failures, channels=self.cache_channels,
                                       slab=slab)
+        # DALI's message often ends in "Current pipeline object is no longer valid": name the
+        # file's own problem (PIL / OpenCV) when they find one
+        for i in failures:
+            why = decode_problem(reader.read(i), tuple(reader.sizes[i]))
+            if why is not None:
+                failures[i] = why
         if failures and self.spec.on_bad_image == "raise":
             i = min(failures)
             raise self.source.bad_image_error(i, failures[i])

@@ -147,7 +147,7 @@ def test_host_cache_with_broken_files(tmp_path, mode):
         with pytest.raises(BadImageError) as e:     # the decoder finds the truncated one
             list(loader(only, on_bad_image="raise", cache="host"))
         assert e.value.file == str(only.image_path(only.images[2])) and e.value.rows == [2]
-        assert "decoder failed" in str(e.value)
+        assert "truncated" in str(e.value)           # the file's problem, not DALI's last line
         return
     out = list(ld)
     assert indices(out) == [next_good(r, set(bad), 8) for r in range(8)]

@@ -265,3 +265,46 @@ def test_h5_and_csv_that_differ_say_which_is_used(project_copy):
 
 def test_identical_h5_and_csv_add_no_problem(dlc_project):
     assert load_dataset(dlc_project).problems == []
+
+
+def test_a_frame_resized_after_labelling_is_said_in_inspect(project_copy):
+    """Frame 5 replaced by a half-size copy while its labels (and the other 115 frames) are
+    640x480: today only some "outside" lines (keypoints dropped) showed; now one line says
+    what happened."""
+    from PIL import Image
+
+    from posefeed.cli import _register, app
+    from typer.testing import CliRunner
+
+    f = project_copy / "labeled-data/m4s1/img0005.png"
+    with Image.open(f) as im:
+        im.resize((320, 240)).save(f)
+    table = load_dataset(project_copy)
+    lines = [p for p in table.problems if "resized or replaced" in p]
+    assert len(lines) == 1
+    assert "'labeled-data/m4s1/img0005.png' is 320x240" in lines[0]
+    assert "other 115 frames of 'labeled-data/m4s1' are 640x480" in lines[0]
+    _register()
+    res = CliRunner().invoke(app, ["inspect", str(project_copy)])
+    assert "resized or replaced" in res.output
+
+
+def test_frames_of_different_videos_may_differ_in_size(project_copy):
+    """Two videos at two sizes are normal: no line."""
+    from PIL import Image
+
+    src = project_copy / "labeled-data" / "m4s1"
+    other = project_copy / "labeled-data" / "small"
+    other.mkdir()
+    import pandas as pd
+
+    df = pd.read_hdf(src / "CollectedData_Pranav.h5").iloc[:3]
+    df.index = [p.replace("m4s1", "small") for p in df.index]
+    df = df / 2
+    for p in df.index:
+        with Image.open(project_copy / p.replace("small", "m4s1")) as im:
+            im.resize((320, 240)).save(project_copy / p)
+    df.to_hdf(other / "CollectedData_Pranav.h5", key="df_with_missing", mode="w")
+    table = load_dataset(project_copy)
+    assert len(table) == 119
+    assert not [p for p in table.problems if "resized or replaced" in p]

@@ -131,6 +131,42 @@ def _twin_note(h5: Path, used: pd.DataFrame, key: str | None) -> list[str]:
             "one that is wrong)"]
 
 
+def odd_sized_frames(images: list[str], sizes: np.ndarray, keypoints: np.ndarray,
+                     source: str | Path) -> list[str]:
+    """One problem line per frame whose size differs from the other frames of its video
+    folder (``labeled-data/<video>/``, frames of one video) while its labels fit theirs and
+    not its own: the file was probably resized or replaced after labelling (otherwise its
+    keypoints would only show up as "outside")."""
+    folders = pd.Series([im.rsplit("/", 1)[0] if "/" in im else "" for im in images])
+    lines = []
+    for folder, idx in folders.groupby(folders).groups.items():
+        idx = np.asarray(idx)
+        wh = pd.Series([tuple(s) for s in sizes[idx].tolist()])
+        counts = wh.value_counts()
+        if len(counts) < 2:
+            continue
+        common = counts.index[0]
+        for j in np.flatnonzero(wh.to_numpy() != pd.Series([common] * len(wh)).to_numpy()):
+            i = idx[j]
+            kp = keypoints[i]
+            lab = kp[..., 2] > 0
+            if not lab.any():
+                continue
+            x, y = kp[..., 0][lab], kp[..., 1][lab]
+            w, h = sizes[i]
+            fits_common = ((x >= -0.5) & (y >= -0.5) & (x <= common[0] - 0.5)
+                           & (y <= common[1] - 0.5)).all()
+            outside_own = ((x < -0.5) | (y < -0.5) | (x > w - 0.5) | (y > h - 0.5)).sum()
+            if fits_common and outside_own:
+                lines.append(
+                    f"{source}: frame {images[i]!r} is {w}x{h}, but the other "
+                    f"{int(counts.iloc[0])} frames of {folder or 'its folder'!r} are "
+                    f"{common[0]}x{common[1]} and its labels fit {common[0]}x{common[1]} "
+                    f"({int(outside_own)} labelled keypoints lie outside {w}x{h}): the file "
+                    "was probably resized or replaced after labelling")
+    return lines
+
+
 def _project_files(project: Path) -> list[Path]:
     files = []
     for folder in sorted(p for p in (project / "labeled-data").glob("*") if p.is_dir()):
@@ -237,6 +273,7 @@ def load_dlc(path: str | Path, *, flip_pairs: Iterable[tuple[int | str, int | st
         raise AnnotationError("empty dataset: no labelled instances", file=path)
     kp_all = np.concatenate(kps, axis=0)
     size_arr = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
+    problems += odd_sized_frames(images, size_arr, kp_all.reshape(len(images), -1, 3), path)
     pairs = pd.Series(list(zip(images, individuals)))
     if pairs.duplicated().any():
         im, ind = pairs[pairs.duplicated()].iloc[0]

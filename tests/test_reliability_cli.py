@@ -207,3 +207,43 @@ def test_show_and_train_reach_skip_on_a_real_project(dlc_with_empty_frame, tmp_p
     loader = seen["loader"]
     assert loader.spec.on_bad_image == "skip"
     assert "labeled-data/m4s1/img0003.png" not in loader.table.images
+
+
+def test_train_on_a_gpu_that_is_not_there_says_so_first(dlc_project, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    res = invoke("train", dlc_project, "--out", tmp_path / "run", "--device", "gpu")
+    assert_message(res, 2, "device 'gpu': CUDA is not available")
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_typed_error_is_one_paragraph_naming_where():
+    """The shared mechanism (posefeed.cli.errors) on each of posefeed's own error types: a
+    message of a few lines that names the file / rows the error carries."""
+    from posefeed.cli.errors import MAX_LINES, describe, is_bad_input
+    from posefeed.datasets import AnnotationError
+    from posefeed.pipelines import BadImageError, CacheTooLarge, PipelineError
+    from posefeed.trainers.checkpoint import CheckpointError
+
+    many = AnnotationError("200 images not found", file="a.h5", row="img0.png", field="image",
+                           problems=[f"missing image img{i}.png" for i in range(200)])
+    cases = [
+        (many, ["a.h5", "'img0.png'", "'image'", "189 more lines"]),
+        (BadImageError("cannot decode it: truncated", file="x.jpg", rows=[3, 4]),
+         ["x.jpg", "table rows [3, 4]"]),
+        (PipelineError("the pipeline failed in epoch 0, batch 2"), ["epoch 0, batch 2"]),
+        (CacheTooLarge("the cache needs 9 GB, 2 GB available"), ["9 GB"]),
+        (CheckpointError("cannot load checkpoint", file="run/last.pt"), ["run/last.pt"]),
+        (FileNotFoundError(2, "No such file or directory", "/data/x.json"),
+         ["No such file or directory: /data/x.json"]),
+    ]
+    for exc, needles in cases:
+        assert is_bad_input(exc), exc
+        text = describe(exc)
+        assert len(text.splitlines()) <= MAX_LINES + 1, text
+        for n in needles:
+            assert n in text, (n, text)
+    assert not is_bad_input(ValueError("raised outside posefeed"))   # no posefeed frame
+    assert not is_bad_input(ZeroDivisionError())

@@ -88,6 +88,9 @@ def check_run_config(rc: RunConfig) -> None:
     ]
     bad = [f"{name} must be {rule}, got {getattr(rc, name)!r}" for ok, name, rule in checks
            if not ok]
+    if str(rc.device) in ("gpu", "cuda") and not torch.cuda.is_available():
+        bad.append(f"device {rc.device!r}: CUDA is not available on this machine (use auto or "
+                   "cpu)")
     if bad:
         raise ValueError("; ".join(bad))
 
@@ -142,10 +145,10 @@ def run(rc: RunConfig, on_step: Callable[[dict[str, Any]], None] | None = None,
     """Train and evaluate; writes ``out/metrics.json``, ``out/predictions.h5/.csv``,
     ``out/loss.png``, ``out/metrics.png``, ``out/checkpoints/``. Returns the metrics."""
     t_start = time.perf_counter()
+    check_run_config(rc)            # before anything is written
     out = Path(rc.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(rc.seed)
-    check_run_config(rc)
     table = load_table(rc.data, rc.category, rc.on_bad_image) if table is None else table
     if table.skipped_images:   # each also has a line in table.problems, with its rows
         more = " ..." if len(table.skipped_images) > 5 else ""

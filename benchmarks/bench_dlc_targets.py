@@ -49,12 +49,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads (default: torch's, the CPUs)")
+    ap.add_argument("--cases", default="2x2,2x4,8x2,8x4", help="batch x stride, comma-separated")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cases = [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",")]
     rng = np.random.default_rng(0)
     rows = []
     load_before = os.getloadavg()
-    for b in (2, 8):
-        for stride in (2, 4):
+    for b, stride in cases:
+        if True:
             h, w = FRAME[0] // stride + 1, FRAME[1] // stride + 1
             outputs = {"heatmap": torch.zeros(b, K, h, w), "locref": torch.zeros(b, 2 * K, h, w)}
             batches = [labels_for(rng, b) for _ in range(4)]

@@ -105,3 +105,13 @@ def test_cli(tmp_path):
     assert r.exit_code == 0 and path.read_text() == CONFIG
     r = CliRunner().invoke(app, ["dlc", "use-generators", str(tmp_path / "nope.yaml")])
     assert r.exit_code == 2 and "no such" in " ".join(r.output.split())
+
+
+def test_cli_train_without_deeplabcut_says_what_to_install(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("deeplabcut") is not None:
+        pytest.skip("DeepLabCut is installed here (tests_integrations covers `posefeed dlc train`)")
+    _register()
+    r = CliRunner().invoke(app, ["dlc", "train", str(tmp_path / "config.yaml")])
+    assert r.exit_code == 2 and "pip install 'posefeed[deeplabcut]'" in " ".join(r.output.split())

@@ -38,3 +38,39 @@ def use_generators_cmd(
     if not undo:
         console.print(f"backup: {path}{BACKUP_SUFFIX}; add `import posefeed.integrations.deeplabcut` "
                       "to the script that calls deeplabcut.train_network / evaluate_network")
+
+
+@dlc_app.command("train")
+def train_cmd(
+    config: Path = typer.Argument(..., help="the DeepLabCut project's config.yaml"),
+    shuffle: int = typer.Option(1, help="shuffle index"),
+    trainingsetindex: int = typer.Option(0, help="training-set index"),
+    epochs: int = typer.Option(None, help="epochs (default: the shuffle's config)"),
+    batch_size: int = typer.Option(None, help="batch size (default: the shuffle's config)"),
+    device: str = typer.Option(None, help="the model's torch device (default: the config's)"),
+    ignore: list[str] = typer.Option([], "--ignore", help="a DeepLabCut augmentation option to "
+                                     "leave out instead of stopping (repeatable), e.g. motion_blur"),
+    no_augment: bool = typer.Option(False, "--no-augment", help="train without augmentation"),
+    no_pretrained: bool = typer.Option(False, "--no-pretrained",
+                                       help="build the backbone without ImageNet weights (offline)"),
+    input_size: str = typer.Option(None, help="train input WxH (default: the config's crop)"),
+) -> None:
+    """Train a DeepLabCut 3 shuffle with DeepLabCut's model, runner and snapshots, fed by
+    posefeed's loaders and target generators (needs posefeed[deeplabcut])."""
+    from rich.console import Console  # noqa: PLC0415
+
+    from posefeed.cli.train import parse_size  # noqa: PLC0415
+
+    try:
+        from posefeed.integrations.deeplabcut import train_network  # noqa: PLC0415
+    except ImportError as e:  # DeepLabCut missing: a message (exit 2), not a traceback
+        raise RuntimeError(str(e)) from None
+
+    loaders = train_network(config, shuffle=shuffle, trainingsetindex=trainingsetindex,
+                            epochs=epochs, batch_size=batch_size, device=device,
+                            pretrained=not no_pretrained, augment=not no_augment, ignore=ignore,
+                            input_size=parse_size(input_size))
+    losses = loaders.history.get("train_loss", [])
+    Console().print(f"trained {len(losses)} epochs (train loss {losses[0]:.4g} -> {losses[-1]:.4g}); "
+                    f"snapshots in {loaders.model_folder}" if losses else
+                    f"no epochs trained; model folder {loaders.model_folder}")

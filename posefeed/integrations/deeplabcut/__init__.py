@@ -5,7 +5,8 @@ DeepLabCut's ``TARGET_GENERATORS`` (``PosefeedHeatmapGaussianGenerator``,
 ``PosefeedHeatmapPlateauGenerator``, ``PosefeedPartAffinityFieldGenerator``,
 ``PosefeedDEKRGenerator``), so a ``pytorch_config.yaml`` can name them by ``type``
 (``posefeed dlc use-generators`` switches a shuffle's config) and DeepLabCut's own
-``train_network`` trains with them.
+``train_network`` trains with them. ``make_loaders`` gives posefeed loaders in DeepLabCut's
+batch format for a shuffle; ``train_network`` trains DeepLabCut's model with them.
 """
 from __future__ import annotations
 
@@ -21,9 +22,13 @@ from posefeed.integrations.deeplabcut.generators import (GENERATORS, PosefeedDEK
                                                          PosefeedHeatmapPlateauGenerator,
                                                          PosefeedPartAffinityFieldGenerator,
                                                          register)
+from posefeed.integrations.deeplabcut.loaders import (Loaders, UnsupportedAugmentation,
+                                                      make_loaders, map_augmentation)
+from posefeed.integrations.deeplabcut.training import train_network
 
 register()
 
-__all__ = ["GENERATORS", "PosefeedDEKRGenerator", "PosefeedHeatmapGaussianGenerator",
-           "PosefeedHeatmapPlateauGenerator", "PosefeedPartAffinityFieldGenerator", "register",
-           "use_generators"]
+__all__ = ["GENERATORS", "Loaders", "PosefeedDEKRGenerator", "PosefeedHeatmapGaussianGenerator",
+           "PosefeedHeatmapPlateauGenerator", "PosefeedPartAffinityFieldGenerator",
+           "UnsupportedAugmentation", "make_loaders", "map_augmentation", "register",
+           "train_network", "use_generators"]

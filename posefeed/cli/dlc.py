@@ -23,9 +23,9 @@ def use_generators_cmd(
     then needs `import posefeed.integrations.deeplabcut` in the script that trains, evaluates
     or analyses with this shuffle."""
     # lazy: CLI start-up (see posefeed/cli/__init__.py)
-    from rich.console import Console  # noqa: PLC0415
+    from rich.console import Console  # noqa: PLC0415 - CLI start-up stays light
 
-    from posefeed.integrations.dlc_config import BACKUP_SUFFIX, use_generators  # noqa: PLC0415
+    from posefeed.integrations.dlc_config import BACKUP_SUFFIX, use_generators  # noqa: PLC0415 - only this command needs it
 
     console = Console()
     switches = use_generators(path, undo=undo)  # bad input: posefeed's one error mechanism
@@ -57,12 +57,12 @@ def train_cmd(
 ) -> None:
     """Train a DeepLabCut 3 shuffle with DeepLabCut's model, runner and snapshots, fed by
     posefeed's loaders and target generators (needs posefeed[deeplabcut])."""
-    from rich.console import Console  # noqa: PLC0415
+    from rich.console import Console  # noqa: PLC0415 - CLI start-up stays light
 
-    from posefeed.cli.train import parse_size  # noqa: PLC0415
+    from posefeed.cli.train import parse_size  # noqa: PLC0415 - only this command needs it
 
     try:
-        from posefeed.integrations.deeplabcut import train_network  # noqa: PLC0415
+        from posefeed.integrations.deeplabcut import train_network  # noqa: PLC0415 - DeepLabCut is optional and slow to import
     except ImportError as e:  # DeepLabCut missing: a message (exit 2), not a traceback
         raise RuntimeError(str(e)) from None
 

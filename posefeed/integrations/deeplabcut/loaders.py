@@ -42,6 +42,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
+from deeplabcut.pose_estimation_pytorch.data import DLCLoader
+from deeplabcut.utils import auxiliaryfunctions as af
 
 from posefeed.datasets import load_dlc
 from posefeed.datasets.table import PoseTable
@@ -130,8 +132,6 @@ def map_augmentation(train_cfg: dict, ignore: Iterable[str] = ()) -> MappedAugme
 def shuffle_tables(dlc_loader: Any) -> tuple[PoseTable, PoseTable]:
     """The shuffle's train and test rows (DeepLabCut's split) as posefeed tables, from the
     training-dataset ``CollectedData_*.h5`` DeepLabCut's ``DLCLoader`` reads."""
-    from deeplabcut.utils import auxiliaryfunctions as af  # noqa: PLC0415
-
     project_cfg = dlc_loader.project_cfg
     root = Path(dlc_loader.project_path)
     trainset_dir = root / af.get_training_set_folder(project_cfg)
@@ -268,8 +268,6 @@ def make_loaders(config: str | Path, shuffle: int = 1, trainingsetindex: int = 0
     augmentation, in order (what DeepLabCut's ``valid_dataloader`` gives).
     ``input_size``: the train loader's (w, h) (default: the crop size, or the frame).
     ``ignore``: DeepLabCut augmentation options to leave out instead of raising."""
-    from deeplabcut.pose_estimation_pytorch.data import DLCLoader  # noqa: PLC0415
-
     dlc = DLCLoader(config=str(config), shuffle=shuffle, trainset_index=trainingsetindex,
                     modelprefix=modelprefix)
     model_cfg = dlc.model_cfg

@@ -15,6 +15,12 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable
 
+import deeplabcut.pose_estimation_pytorch.utils as dlc_utils
+from deeplabcut.pose_estimation_pytorch.data import DLCLoader
+from deeplabcut.pose_estimation_pytorch.models import PoseModel
+from deeplabcut.pose_estimation_pytorch.runners import build_training_runner
+from deeplabcut.pose_estimation_pytorch.runners.logger import destroy_file_logging, setup_file_logging
+
 from posefeed.integrations.deeplabcut.generators import GENERATORS
 from posefeed.integrations.deeplabcut.loaders import Loaders, make_loaders
 
@@ -56,13 +62,6 @@ def train_network(config: str | Path, shuffle: int = 1, trainingsetindex: int = 
     ``snapshot_path`` also skips them, as in DeepLabCut). ``augment``, ``ignore``,
     ``input_size``: see `make_loaders`. ``device``: the model's (default: the config's, as
     DeepLabCut resolves it); ``loader_device``: posefeed's pipeline. Returns the loaders used."""
-    import deeplabcut.pose_estimation_pytorch.utils as dlc_utils  # noqa: PLC0415
-    from deeplabcut.pose_estimation_pytorch.data import DLCLoader  # noqa: PLC0415
-    from deeplabcut.pose_estimation_pytorch.models import PoseModel  # noqa: PLC0415
-    from deeplabcut.pose_estimation_pytorch.runners import build_training_runner  # noqa: PLC0415
-    from deeplabcut.pose_estimation_pytorch.runners.logger import (  # noqa: PLC0415
-        destroy_file_logging, setup_file_logging)
-
     dlc = DLCLoader(config=str(config), shuffle=shuffle, trainset_index=trainingsetindex,
                     modelprefix=modelprefix)
     cfg = dlc.model_cfg

@@ -1,0 +1,109 @@
+"""The data layer of one DeepLabCut 3 training step: loading + augmentation + targets (the
+model excluded), DeepLabCut 3.0.2's own against posefeed's, on a DeepLabCut shuffle.
+
+* ``dlc-w0`` / ``dlc-w2``: what ``deeplabcut.train_network`` runs: a torch ``DataLoader`` over
+  DeepLabCut's ``PoseDataset`` with the shuffle's ``data.train`` albumentations recipe
+  (``dataloader_workers`` 0, DeepLabCut's default, or 2), then DeepLabCut's
+  ``HeatmapGaussianGenerator`` on the batch (as ``PoseModel.get_target`` does after the forward
+  pass, on maps of the size the shuffle's model outputs).
+* ``posefeed`` / ``posefeed-cache``: ``make_loaders`` (the same split and batch size; the
+  recipe mapped, with the options posefeed does not reproduce left out and named in the
+  output: DeepLabCut's default recipe loses motion blur and Gaussian noise, so posefeed does
+  less photometric work than DeepLabCut here), then ``PosefeedHeatmapGaussianGenerator``;
+  ``-cache``: ``cache="host"`` (frames decoded once).
+
+Each variant runs in its own process (a forked DataLoader next to DALI's or OpenCV's threads
+can hang), one warm-up epoch's first batches skipped, then ``--steps`` batches timed.
+Run in the integration venv: ``.venv-integrations/bin/python benchmarks/bench_dlc_loader.py
+CONFIG [--steps 30]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+VARIANTS = ("dlc-w0", "dlc-w2", "posefeed", "posefeed-cache")
+LEAVE_OUT = ("motion_blur", "gaussian_noise", "crop_sampling.method", "affine.distribution")
+
+
+def run_variant(config: str, variant: str, steps: int, warmup: int) -> dict:
+    import torch
+    from torch.utils.data import DataLoader
+
+    import posefeed.integrations.deeplabcut as pf
+    from deeplabcut.pose_estimation_pytorch.data import DLCLoader, build_transforms
+    from deeplabcut.pose_estimation_pytorch.models.target_generators import TARGET_GENERATORS
+
+    dlc = DLCLoader(config=config, shuffle=1, trainset_index=0)
+    cfg = dlc.model_cfg
+    bs = int(cfg["train_settings"]["batch_size"])
+    gen_cfg = dict(cfg["model"]["heads"]["bodypart"]["target_generator"])
+    # the default ResNet-50 model: backbone stride 16, heatmap head deconv x2 -> stride 8
+    stride = 8
+    if variant.startswith("dlc"):
+        ds = dlc.create_dataset(transform=build_transforms(cfg["data"]["train"]), mode="train",
+                                task=dlc.pose_task)
+        loader = DataLoader(ds, batch_size=bs, shuffle=True, num_workers=int(variant[-1]),
+                            pin_memory=False, drop_last=True)
+        gen = TARGET_GENERATORS.build(gen_cfg)
+        dropped: list[str] = []
+    else:
+        loaders = pf.make_loaders(config, device="cpu", ignore=LEAVE_OUT, batch_size=bs,
+                                  cache="host" if variant.endswith("cache") else None)
+        loader, dropped = loaders.train, loaders.dropped
+        gen = TARGET_GENERATORS.build({**gen_cfg, "type": "PosefeedHeatmapGaussianGenerator"})
+    times, n = [], 0
+    t_prev = None
+    while n < steps + warmup:
+        for batch in loader:
+            b, _, h, w = batch["image"].shape
+            c = gen_cfg["num_heatmaps"]
+            outputs = {"heatmap": torch.zeros(b, c, -(-h // stride), -(-w // stride)),
+                       "locref": torch.zeros(b, 2 * c, -(-h // stride), -(-w // stride))}
+            targets = gen(stride, outputs, batch["annotations"])
+            del targets
+            t = time.perf_counter()
+            if t_prev is not None and n >= warmup:
+                times.append(t - t_prev)
+            t_prev = t
+            n += 1
+            if n >= steps + warmup:
+                break
+    times.sort()
+    return {"variant": variant, "batch": bs, "steps": len(times),
+            "median_ms": 1e3 * times[len(times) // 2], "mean_ms": 1e3 * sum(times) / len(times),
+            "left_out": dropped}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("config")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--variant", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.variant:
+        print(json.dumps(run_variant(args.config, args.variant, args.steps, args.warmup)))
+        return
+    rows = []
+    load = os.getloadavg()
+    for v in VARIANTS:
+        out = subprocess.run([sys.executable, __file__, args.config, "--steps", str(args.steps),
+                              "--warmup", str(args.warmup), "--variant", v],
+                             capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+    base = rows[0]["median_ms"]
+    print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load before "
+          f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}, after {'/'.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print("| data layer | ms / step (median) | x DeepLabCut (workers 0) |\n|---|---:|---:|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['median_ms']:.0f} | {base / r['median_ms']:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()

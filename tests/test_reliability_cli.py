@@ -247,3 +247,21 @@ def test_every_typed_error_is_one_paragraph_naming_where():
             assert n in text, (n, text)
     assert not is_bad_input(ValueError("raised outside posefeed"))   # no posefeed frame
     assert not is_bad_input(ZeroDivisionError())
+
+
+def test_bench_skip_leaves_an_empty_jpeg_out_for_every_runner(coco_json, tmp_path):
+    """A zero-byte JPEG: refused at load (exit 2) by default; with --on-bad-image skip it
+    leaves the table before any runner starts, so the reference loader and posefeed run on
+    the same remaining images and the benchmark completes."""
+    folder = tmp_path / "coco"
+    shutil.copytree(coco_json.parent, folder)
+    (folder / BAD_JPEG).write_bytes(b"")
+    args = ["bench", folder / coco_json.name, "--iters", "1", "--warmup", "1", "-b", "2",
+            "-j", "1", "--no-cache", "--no-stages"]
+    res = invoke(*args)
+    assert_message(res, 2, "unreadable headers", BAD_JPEG)
+    res = invoke(*args, "--on-bad-image", "skip", "--json", tmp_path / "b.json")
+    assert res.exit_code == 0, res.output
+    assert "1 unreadable images left out" in res.output
+    runs = json.loads((tmp_path / "b.json").read_text())["runs"]
+    assert all(r["error"] is None for r in runs.values()), runs

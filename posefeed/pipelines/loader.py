@@ -458,7 +458,7 @@ class PoseLoader:
         (DALI >= 1.44 "zero-copy outputs"; ``Pipeline.release_outputs``: "the buffers are not
         invalidated"). A tensor here references its buffer, so batch N stays intact while
         DALI produces N+1 .. N+prefetch and after (tested in
-        ``tests/test_pipeline_loader.py``). The legacy executor (``exec_dynamic=False``)
+        ``tests/test_pipeline_feed.py``). The legacy executor (``exec_dynamic=False``)
         recycles its ``prefetch_queue_depth`` buffers on the next ``run()``: for it the
         outputs are copied. On the GPU the tensors are ordered on torch's current stream
         (``pipe.run(stream)``); use them there, or make another stream wait for it."""

@@ -5,8 +5,8 @@ codecs run on the dense keypoint batch after the graph, one copy of each output)
 Two recipes: RTMPose topdown 192x256 with SimCC + MSRA heatmaps (synthetic 640x480 JPEG,
 batch 64), and DeepLabCut frame mode (openfield 640x480 PNG, 448x448 input, DLCHeatmap
 stride 8 with locref, batch 8). The variants run alternately in one process (``--rounds``
-rounds of ``--batches`` batches each, after a warm-up epoch), so the machine's load drifts
-over both; samples/s medians and their ratio are printed. Run:
+rounds of ``--batches`` batches each, after a warm-up epoch, the order swapped every round),
+so the machine's load drifts over both; samples/s medians and their ratio are printed. Run:
 ``python benchmarks/bench_dense_targets.py [--rounds 3] [--batches 12] [--json F]``.
 """
 from __future__ import annotations
@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             its[dense], sizes[dense] = endless(ld), ld.batch_size
             rate(its[dense], max(len(ld), 2), ld.batch_size)   # warm-up epoch
         got = {False: [], True: []}
-        for _ in range(args.rounds):
-            for dense in (False, True):
+        for r in range(args.rounds):     # ABBA: neither variant is always timed second
+            for dense in ((False, True) if r % 2 == 0 else (True, False)):
                 got[dense].append(rate(its[dense], args.batches, sizes[dense]))
         graph, dense = statistics.median(got[False]), statistics.median(got[True])
         res[recipe] = {"in_graph_samples_per_s": round(graph, 1),

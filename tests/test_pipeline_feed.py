@@ -191,3 +191,13 @@ def test_dali_threads_are_shared_by_the_ranks_of_a_node(monkeypatch):
     assert default_threads() == 1
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert default_threads() == max(cores // 2, 1)
+
+
+def test_cache_headroom_on_the_cpu_host_cache(table, monkeypatch):
+    from posefeed.pipelines import CacheTooLarge, cache
+
+    need = cache.cache_bytes(table, 4)            # RGBA frames for the OpenCV stage
+    monkeypatch.setattr(cache, "available_host_bytes", lambda: need + 1000)
+    assert make(table, cache="host", cache_headroom=1000).cache_bytes == need
+    with pytest.raises(CacheTooLarge, match="cache_headroom keeps 1001 free"):
+        make(table, cache="host", cache_headroom=1001)

@@ -49,15 +49,29 @@ def available_device_bytes(device_id: int = 0) -> int:
     return int(free)
 
 
-def check_fits(table: PoseTable, where: str, device_id: int = 0, channels: int = 3) -> int:
-    """Raise `CacheTooLarge` with the numbers when the cache would not fit; return its size."""
+def check_fits(table: PoseTable, where: str, device_id: int = 0, channels: int = 3,
+               headroom: float | int | None = None) -> int:
+    """Raise `CacheTooLarge` with the numbers when the cache would not fit; return its size.
+    ``headroom`` (``cache_headroom``): memory kept free, a fraction of the available memory or
+    bytes; ``None``: `HEADROOM` of the available memory is usable."""
     need = cache_bytes(table, channels)
     have = available_host_bytes() if where == "host" else available_device_bytes(device_id)
-    if need > HEADROOM * have:
+    if headroom is None:
+        if need > HEADROOM * have:
+            raise CacheTooLarge(
+                f"cache={where!r} needs {need / 2**30:.2f} GiB for {len(table.images)} decoded "
+                f"frames but only {have / 2**30:.2f} GiB is available ({HEADROOM:.0%} usable); "
+                f"use cache=None (decode every epoch) or a smaller table")
+        return need
+    from posefeed.pipelines.slab import resolve_headroom  # noqa: PLC0415
+
+    keep = resolve_headroom(headroom, have, where)
+    if need > have - keep:
         raise CacheTooLarge(
-            f"cache={where!r} needs {need / 2**30:.2f} GiB for {len(table.images)} decoded "
-            f"frames but only {have / 2**30:.2f} GiB is available ({HEADROOM:.0%} usable); "
-            f"use cache=None (decode every epoch) or a smaller table")
+            f"cache={where!r} needs {need} bytes ({need / 2**30:.2f} GiB) for "
+            f"{len(table.images)} decoded frames; {have} bytes are available and "
+            f"cache_headroom keeps {keep} free, so {max(have - keep, 0)} are usable; use "
+            f"cache=None (decode every epoch), a smaller cache_headroom or a smaller table")
     return need
 
 

@@ -106,10 +106,11 @@ class PoseLoader:
             ``cv2.imdecode`` inside the OpenCV stage (faster than DALI's CPU PNG decoder).
         dense_targets: run the codecs after the DALI graph on the dense keypoint batch
             (`DenseTargets`); always on the GPU, default `graph.CPU_DENSE_TARGETS` on CPU.
-        cache_headroom: GPU path caches (one zero-padded slab + a ring of batches): memory
-            kept free for DALI, CuPy, the model and the optimizer, as a fraction of the
-            device's total (host: available) memory or in bytes; default 0.5 (device), 0.2
-            (host). `CacheTooLarge` names the numbers when the cache does not fit.
+        cache_headroom: memory a cache keeps free (for DALI, CuPy, the model and the
+            optimizer), as a fraction of the device's total (host: available) memory or in
+            bytes. GPU path caches (one zero-padded slab + a ring of batches): default 0.5
+            (device), 0.2 (host); CPU host cache: default 20 % of the available memory.
+            `CacheTooLarge` names the numbers when the cache does not fit.
     """
 
     def __init__(self, table: PoseTable, codecs: Codec | Sequence[Codec] = (), mode: str = "topdown",
@@ -180,7 +181,7 @@ class PoseLoader:
             self.cache_bytes = self.cache_info["total"]
         elif cache is not None:
             self.cache_bytes = cache_mod.check_fits(table, cache, self.device_id or 0,
-                                                    self.cache_channels)
+                                                    self.cache_channels, cache_headroom)
         reader.dense_bytes = device == "gpu" and cache is None
         self.roi_decode = self.graph.roi
         self.opencv_png = self.graph.opencv_decode

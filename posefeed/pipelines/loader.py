@@ -1,6 +1,6 @@
 """`PoseLoader`: the PyTorch-facing iterable over DALI pose batches.
 
-It drives the pipeline with ``pipe.run()`` and converts outputs with DLPack (DESIGN.md:
+It drives the pipeline with ``pipe.run()`` and converts outputs with DLPack (docs/design.md:
 ``DALIGenericIterator`` fails on GPU ``python_function`` outputs with recent torch).
 """
 from __future__ import annotations

@@ -15,9 +15,10 @@ OPENFIELD = REPO.parent / "shared" / "datasets" / "openfield-Pranav-2018-10-30"
 pytest.importorskip("deeplabcut", reason="DeepLabCut is not installed (run make test-integrations)")
 
 
-def make_shuffle(src: Path, dst: Path, net_type: str = "resnet_50") -> Path:
+def make_shuffle(src: Path, dst: Path, net_type: str = "resnet_50", frames: int | None = None) -> Path:
     """Copy a DeepLabCut project to ``dst``, point its config at the copy and create shuffle 1
-    (``deeplabcut.create_training_dataset``, PyTorch engine). Returns the config path."""
+    (``deeplabcut.create_training_dataset``, PyTorch engine). ``frames``: keep only the first
+    that many labelled frames of each video (a faster project). Returns the config path."""
     import deeplabcut  # noqa: PLC0415
     from deeplabcut.utils import auxiliaryfunctions  # noqa: PLC0415
 
@@ -28,6 +29,13 @@ def make_shuffle(src: Path, dst: Path, net_type: str = "resnet_50") -> Path:
     videos = sorted(p.name for p in (dst / "labeled-data").iterdir() if p.is_dir())
     cfg["video_sets"] = {str(dst / "videos" / f"{v}.mp4"): {"crop": "0, 640, 0, 480"} for v in videos}
     auxiliaryfunctions.write_config(str(cfg_path), cfg)
+    if frames is not None:
+        import pandas as pd  # noqa: PLC0415
+
+        for h5 in (dst / "labeled-data").glob("*/CollectedData_*.h5"):
+            df = pd.read_hdf(h5).iloc[:frames]
+            df.to_hdf(h5, key="df_with_missing", mode="w")
+            df.to_csv(h5.with_suffix(".csv"))
     deeplabcut.create_training_dataset(str(cfg_path), Shuffles=[1], net_type=net_type,
                                        engine=deeplabcut.Engine.PYTORCH)
     return cfg_path

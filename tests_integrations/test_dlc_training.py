@@ -2,7 +2,8 @@
 runner fed by posefeed's loaders and generators for 2 epochs at a small input size; the loss
 falls, DeepLabCut's snapshot is written in the shuffle's train folder and
 deeplabcut.evaluate_network runs on it. The shuffle's backbone is switched to ResNet-18 (and
-built without ImageNet weights: no network here) so it trains in about a minute on 2 CPU cores."""
+built without ImageNet weights: no network here) and the project cut to its first 40 frames, so
+training and evaluation take a minute or two on 2 CPU cores."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +21,7 @@ LEAVE_OUT = ("motion_blur", "gaussian_noise", "crop_sampling.method", "affine.di
 def small_shuffle(tmp_path) -> Path:
     if not OPENFIELD.exists():
         pytest.skip(f"{OPENFIELD} not found")
-    config = make_shuffle(OPENFIELD, tmp_path / "openfield")
+    config = make_shuffle(OPENFIELD, tmp_path / "openfield", frames=40)  # 38 train, 2 test frames
     path = pytorch_config_path(config)
     cfg = yaml.safe_load(path.read_text())
     cfg["model"]["backbone"]["model_name"] = "resnet18"
@@ -39,6 +40,7 @@ def test_train_network_two_epochs_then_evaluate(small_shuffle):
 
     loaders = train_network(small_shuffle, epochs=2, batch_size=4, device="cpu", pretrained=False,
                             ignore=LEAVE_OUT, input_size=(96, 96), loader_device="cpu")
+    assert len(loaders.train) == 38 // 4 and len(loaders.test) == 2
     losses = loaders.history["train_loss"]
     assert len(losses) == 2 and losses[1] < losses[0]
     snapshot = loaders.model_folder / "snapshot-002.pt"

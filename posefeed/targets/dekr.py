@@ -100,12 +100,15 @@ class DEKR(Codec):
         bg_weight: heatmap weight away from every keypoint window (DeepLabCut default 0.1).
         centers_given: the keypoints already end with the centre (``K + 1`` of them, as
             DeepLabCut's generator receives them); else it is computed.
+        use_kernel: on CuPy input use the fused CUDA kernel
+            (``posefeed.targets.kernels_multi``; ``False``: the vectorised CuPy path).
     """
 
     name = "dekr"
 
     def __init__(self, num_joints: int, stride: float, heatmap_size: tuple[int, int],
-                 pos_dist_thresh: float = 17, bg_weight: float = 0.1, centers_given: bool = False) -> None:
+                 pos_dist_thresh: float = 17, bg_weight: float = 0.1, centers_given: bool = False,
+                 use_kernel: bool = True) -> None:
         self.num_joints = int(num_joints)
         if self.num_joints < 1:
             raise ValueError(f"num_joints must be >= 1; got {num_joints!r}")
@@ -116,6 +119,7 @@ class DEKR(Codec):
         self.pos_dist_thresh = float(pos_dist_thresh)
         self.bg_weight = float(bg_weight)
         self.centers_given = bool(centers_given)
+        self.use_kernel = bool(use_kernel)
         scale = 1.0 / self.stride
         self.sigma = (self.pos_dist_thresh / 2) * scale
         self.center_sigma = self.pos_dist_thresh * scale
@@ -174,6 +178,11 @@ class DEKR(Codec):
             ar = ar[:, :n]
         if not self.centers_given:
             x, y, v = add_centers(xp, x, y, v)
+        if self.use_kernel and xp.__name__ == "cupy":
+            from posefeed.targets import kernels_multi  # noqa: PLC0415 - CuPy path only
+
+            dst = None if out is None else self._check_out(xp, out, b, k)
+            return kernels_multi.dekr_targets(self, x, y, v, ar, out=dst)  # writes every element
         if out is None:
             shapes = self.output_shapes(b, k)
             dst = {name: xp.zeros(shapes[name], dtype=xp.float32) for name in self.output_names}
@@ -305,15 +314,9 @@ class DEKR(Codec):
         new["off"] = xp.zeros(0, dtype=xp.int64)
         xs, ys = self._scaled(xp, x, y)
         drawn = ((v > 0) & ~((xs < 0) | (ys < 0) | (xs >= w) | (ys >= h)))[..., :k]  # S_n
-        s, r = self.stride, self.radius
-        # the centre's square: DLC truncates the centre to int px, then int() the bounds
-        ctx = xp.trunc(xp.clip(x[..., k].astype(xp.float64), -_BIG, _BIG))
-        cty = xp.trunc(xp.clip(y[..., k].astype(xp.float64), -_BIG, _BIG))
-        csx, csy = (ctx - s / 2) / s, (cty - s / 2) / s
-        x0 = xp.maximum(xp.trunc(csx - r), 0).astype(xp.int64)
-        y0 = xp.maximum(xp.trunc(csy - r), 0).astype(xp.int64)
-        x1 = xp.minimum(xp.trunc(csx + r), w).astype(xp.int64)
-        y1 = xp.minimum(xp.trunc(csy + r), h).astype(xp.int64)
+        r = self.radius
+        sq = self._squares(xp, x, y)
+        x0, x1, y0, y1 = sq[..., 0], sq[..., 1], sq[..., 2], sq[..., 3]
         span = int(math.floor(2 * r)) + 2
         inst = xp.flatnonzero((drawn.any(axis=-1) & (x1 > x0) & (y1 > y0)).reshape(-1))  # (b, n)
         if inst.size == 0:
@@ -377,6 +380,21 @@ class DEKR(Codec):
             flat = a_.reshape(-1)
             flat[base] = vals[0]
             flat[base + hw_] = vals[1]
+
+    def _squares(self, xp: Any, x: Array, y: Array) -> Array:
+        """Each instance's offset square ``(B, N, 4)`` int64 ``x0, x1, y0, y1`` (cells, end
+        exclusive, clipped to the map): DLC truncates the centre (last keypoint) to int px,
+        maps it to ``c_s = (c - s/2) / s`` (float64) and truncates ``c_s -+ r``."""
+        w, h = self.heatmap_size
+        s, r = self.stride, self.radius
+        ctx = xp.trunc(xp.clip(x[..., -1].astype(xp.float64), -_BIG, _BIG))
+        cty = xp.trunc(xp.clip(y[..., -1].astype(xp.float64), -_BIG, _BIG))
+        csx, csy = (ctx - s / 2) / s, (cty - s / 2) / s
+        x0 = xp.maximum(xp.trunc(csx - r), 0)
+        y0 = xp.maximum(xp.trunc(csy - r), 0)
+        x1 = xp.minimum(xp.trunc(csx + r), w)
+        y1 = xp.minimum(xp.trunc(csy + r), h)
+        return xp.stack([x0, x1, y0, y1], axis=-1).astype(xp.int64)
 
     # ------------------------------------------------------------------ decode
     def decode(self, *outputs: Any) -> tuple[Any, Any]:

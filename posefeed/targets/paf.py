@@ -51,19 +51,22 @@ class PartAffinityField(Codec):
     form (two slabs) and widened by one cell each side, and only those cells are tested
     with DLC's exact expressions; a ``maximum.at`` picks the last animal per cell. The map
     is zeroed memory plus the band cells (``encode(out=)`` and :meth:`encoder` clear only
-    the previous call's cells). CuPy input runs the same array code.
+    the previous call's cells). CuPy input uses one fused kernel (one thread per cell,
+    animals from the last: ``posefeed.targets.kernels_multi``).
 
     Args:
         graph: limbs as ``(p, q)`` keypoint-index pairs (DLC's ``paf_graph`` / skeleton).
         stride: input pixels per map cell (may be odd or fractional).
         heatmap_size: map ``(W, H)`` in cells.
         width: :math:`w` in input pixels (DLC default 20).
+        use_kernel: on CuPy input use the fused CUDA kernel
+            (``posefeed.targets.kernels_multi``; ``False``: the vectorised CuPy path).
     """
 
     name = "paf"
 
     def __init__(self, graph: Sequence[Sequence[int]], stride: float, heatmap_size: tuple[int, int],
-                 width: float = 20.0) -> None:
+                 width: float = 20.0, use_kernel: bool = True) -> None:
         g = np.asarray([tuple(int(i) for i in e) for e in graph], dtype=np.int64).reshape(-1, 2)
         if g.size and g.min() < 0:
             raise ValueError(f"graph indices must be >= 0; got {graph!r}")
@@ -76,6 +79,7 @@ class PartAffinityField(Codec):
         self.width = float(width)
         if not self.width > 0:
             raise ValueError(f"width must be positive; got {width!r}")
+        self.use_kernel = bool(use_kernel)
         w, h = self.heatmap_size
         s = self.stride
         self.grid_x = (np.arange(w) * s + s / 2).astype(np.int64)
@@ -113,6 +117,11 @@ class PartAffinityField(Codec):
         if memo is not None:
             prev = memo.get("cells")
             memo.clear()  # stays empty if anything below raises: the next call rewrites all
+        if self.use_kernel and xp.__name__ == "cupy":
+            from posefeed.targets import kernels_multi  # noqa: PLC0415 - CuPy path only
+
+            dst = None if out is None else self._check_out(xp, out, b, k)["paf"]
+            return {"paf": kernels_multi.paf_targets(self, kp, out=dst)}  # writes every element
         shape = self.output_shapes(b, k)["paf"]
         if out is None:
             paf = xp.zeros(shape, dtype=xp.float32)

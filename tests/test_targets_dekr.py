@@ -193,3 +193,15 @@ def test_encoder_reuse_matches_loop():
         clean[..., 2][bad] = np.minimum(clean[..., 2][bad], 0)
         box = keypoint_areas(np, clean[..., 0], clean[..., 1], clean[..., 2])
         check(enc(x), dekr_loop(dekr_centers(x), box, 2, (16, 12)))
+
+
+def test_bad_areas_are_refused():
+    c = DEKR(2, stride=4, heatmap_size=(16, 16))
+    x = kp([(14, 14, 2), (30, 14, 2)], [(200, 200, 2), (210, 200, 2)])  # animal 1 is off the map
+    with pytest.raises(ValueError, match=r"area must be \(B, N\) = \(1, 2\)"):
+        c.encode(x, area=np.ones((2, 1), np.float32))
+    with pytest.raises(ValueError, match=r"area\[0, 0\] = 0"):
+        c.encode(x, area=np.array([[0.0, 100.0]], np.float32))
+    with pytest.raises(ValueError, match=r"area\[0, 0\] = nan"):
+        c.encode(x, area=np.array([[np.nan, 100.0]], np.float32))
+    c.encode(x, area=np.array([[100.0, 0.0]], np.float32))  # nothing of animal 1 is drawn: fine

@@ -41,9 +41,10 @@ def keypoint_areas(xp: Any, x: Array, y: Array, v: Array) -> Array:
     y0 = xp.where(vis, y, inf).min(axis=-1)
     y1 = xp.where(vis, y, -inf).max(axis=-1)
     has = vis.any(axis=-1)
-    w = xp.maximum(xp.where(has, x1 - x0, 0), 1)
-    h = xp.maximum(xp.where(has, y1 - y0, 0), 1)
-    return xp.where(has, w * h, 0).astype(xp.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # absurd coordinates: inf, refused later
+        w = xp.maximum(xp.where(has, x1 - x0, 0), 1)
+        h = xp.maximum(xp.where(has, y1 - y0, 0), 1)
+        return xp.where(has, w * h, 0).astype(xp.float32)
 
 
 class DEKR(Codec):
@@ -80,7 +81,9 @@ class DEKR(Codec):
 
     Areas: ``encode(keypoints, area=...)`` takes ``(B, N)`` areas in input pixels squared
     (DeepLabCut: ``max(1, box_w) * max(1, box_h)`` of the instance's box). Without them the
-    tight box of the instance's visible keypoints is used (:func:`keypoint_areas`).
+    tight box of the instance's visible keypoints is used (:func:`keypoint_areas`). An
+    instance that writes offsets needs a finite area > 0 (``ValueError`` naming it;
+    DeepLabCut would write ``1/sqrt(0) = inf`` weights).
 
     Arithmetic follows DeepLabCut under NumPy 2 (float32 keypoint maths, float64 window
     bounds of the centre); DLC's scalar ``**2`` (libm ``powf``) is the correctly rounded
@@ -170,14 +173,15 @@ class DEKR(Codec):
         if area is None:
             ar = keypoint_areas(xp, x[..., :k], y[..., :k], v[..., :k])
         else:
-            ar = xp.asarray(area, dtype=xp.float32).reshape(b, -1)
-            if ar.shape[1] == 0:
+            ar = xp.asarray(area, dtype=xp.float32)
+            n_given = int(xp.asarray(keypoints).shape[1])
+            if tuple(ar.shape) != (b, n_given):
+                raise ValueError(f"area must be (B, N) = {(b, n_given)} like the keypoints; got {tuple(ar.shape)}")
+            if n_given == 0:
                 ar = xp.zeros((b, n), dtype=xp.float32)
-            if ar.shape[1] < n:
-                raise ValueError(f"area must be (B, N) = {(b, n)}; got {tuple(xp.asarray(area).shape)}")
-            ar = ar[:, :n]
         if not self.centers_given:
             x, y, v = add_centers(xp, x, y, v)
+        self._check_area(xp, x, y, v, ar)
         if self.use_kernel and xp.__name__ == "cupy":
             from posefeed.targets import kernels_multi  # noqa: PLC0415 - CuPy path only
 
@@ -380,6 +384,18 @@ class DEKR(Codec):
             flat = a_.reshape(-1)
             flat[base] = vals[0]
             flat[base + hw_] = vals[1]
+
+    def _check_area(self, xp: Any, x: Array, y: Array, v: Array, area: Array) -> None:
+        """Refuse a non-finite or non-positive area for an instance with a keypoint (not the
+        centre) on the map (it would weight offsets by ``1/sqrt(area)``)."""
+        w, h = self.heatmap_size
+        xs, ys = self._scaled(xp, x[..., :-1], y[..., :-1])
+        drawn = ((v[..., :-1] > 0) & ~((xs < 0) | (ys < 0) | (xs >= w) | (ys >= h))).any(axis=-1)
+        bad = drawn & ~((area > 0) & xp.isfinite(area))
+        if bool(bad.any()):
+            bi, ni = (int(t[0]) for t in xp.nonzero(bad))
+            raise ValueError(f"area[{bi}, {ni}] = {float(area[bi, ni]):g}: an instance with keypoints "
+                             "on the map needs a finite area > 0 (input px^2)")
 
     def _squares(self, xp: Any, x: Array, y: Array) -> Array:
         """Each instance's offset square ``(B, N, 4)`` int64 ``x0, x1, y0, y1`` (cells, end

@@ -150,6 +150,10 @@ class PartAffinityField(Codec):
         p, q = g[:, 0], g[:, 1]
         x1, y1, x2, y2 = x[..., p], y[..., p], x[..., q], y[..., q]
         vis = (v[..., p] > 0) & (v[..., q] > 0)
+        with np.errstate(over="ignore", invalid="ignore"):  # absurd coordinates draw nothing useful
+            return self._limbs(xp, x1, y1, x2, y2, vis)
+
+    def _limbs(self, xp: Any, x1: Array, y1: Array, x2: Array, y2: Array, vis: Array) -> dict[str, Array]:
         f32 = xp.float32
         dx = (x2 - x1).astype(f32)
         dy = (y2 - y1).astype(f32)

@@ -222,44 +222,52 @@ class PartAffinityField(Codec):
         nc = xp.maximum(c_hi - c_lo + 1, 0)
         # candidate cells as (chunk, C) blocks: each pair's run of columns cut into chunks of
         # C columns, so the per-pair constants broadcast instead of being gathered per cell
-        C = int(min(max(4, math.ceil(float(nc.mean()))), 32)) if nc.size else 4
-        nch = (nc + (C - 1)) // C
+        # C: a power of two near the mean run length (indices split by shifts, not divisions)
+        C = 1 << int(min(max(2, math.ceil(math.log2(max(float(nc.mean()), 1.0)))), 5)) if nc.size else 4
+        sh = C.bit_length() - 1
+        nch = (nc + (C - 1)) >> sh
         cp, ci = _expand(xp, xp.zeros_like(nch), nch)  # (pair, chunk index) of each chunk
         jj = xp.arange(C)
-        start = c_lo[cp] + ci * C
+        start = c_lo[cp] + (ci << sh)
         cols = start[:, None] + jj  # (chunks, C)
-        valid = jj < (nc[cp] - ci * C)[:, None]
-        xg = xp.trunc(cols * s + s / 2)  # DLC's int grid (float64, exact integers)
+        valid = jj < (nc[cp] - (ci << sh))[:, None]
+        gx = xp.asarray(self.grid_x, dtype=f64)  # DLC's int grid (exact integers)
+        xg = gx[xp.minimum(cols, w - 1)]
         uxq, uyq = uxp[cp][:, None], uyp[cp][:, None]
         yq = yy[cp][:, None]
         ee = pe[cp]
-        # DLC's tests, term by term (each product of a float32 and an integer is exact)
+        # DLC's tests, term by term (each product of a float32 and an integer is exact;
+        # DLC's "* 1.0" is an exact no-op)
         along = uxq * xg + uyq * yq
-        across = xp.abs(((yq * uxq - xg * uyq) - ortho[ee][:, None]) * 1.0 / wd)
+        across = xp.abs(((yq * uxq - xg * uyq) - ortho[ee][:, None]) / wd)
         inside = valid & (along >= lo[ee][:, None]) & (along <= hi[ee][:, None]) & (across <= 1)
-        q, jk = xp.nonzero(inside)
-        t = 1.0 - across[q, jk]
+        f = xp.flatnonzero(inside)
+        q = f >> sh
+        t = 1.0 - across.reshape(-1)[f]
         hw_ = h * w
         le = e[ee]  # flat (b, n, l) of each chunk
-        ck = (((le // (n * L)) * L + le % L) * hw_ + row[cp] * w)[q] + cols[q, jk]  # (b, l) map, cell
+        blc = (le // (n * L)) * L + le % L  # its (b, l) map
+        ck = (blc * hw_ + row[cp] * w)[q] + cols.reshape(-1)[f]  # (b, l) map and cell
         vx = (uxq[q, 0] * t).astype(xp.float32)
         vy = (uyq[q, 0] * t).astype(xp.float32)
+        blk = blc[q]
         if n > 1 and ck.size:
             # the last animal wins: sort (map and cell, entry) keys -- entries are in
             # (b, n, l) order, so the last entry of each (b, l, cell) has the highest n
             m = int(ck.size)
-            if b * L * hw_ * m < 2 ** 62:
-                srt = xp.sort(ck * m + xp.arange(m))
-                sk, order = srt // m, srt % m
+            eb = max(1, (m - 1).bit_length())
+            if (b * L * hw_) << eb < 2 ** 62:
+                srt = xp.sort((ck << eb) + xp.arange(m))
+                sk, order = srt >> eb, srt & ((1 << eb) - 1)
             else:  # pragma: no cover - keys too large to pack
                 order = xp.argsort(ck, kind="stable")
                 sk = ck[order]
             last = xp.ones(m, dtype=bool)
             last[:-1] = sk[1:] != sk[:-1]
             win = order[last]
-            ck, vx, vy = sk[last], vx[win], vy[win]
-        # channel 2l of sample b: (b, l) map index times 2
-        idx = ck + (ck // hw_) * hw_
+            ck, vx, vy, blk = sk[last], vx[win], vy[win], blk[win]
+        # channel 2l of sample b: the (b, l) map index times 2
+        idx = ck + blk * hw_
         return idx.astype(xp.int64), vx, vy
 
     # ------------------------------------------------------------------ decode

@@ -110,7 +110,8 @@ def test_error_bad_visibility(tmp_path, v):
     assert e.value.field == "keypoints[8] (nose.v)"
 
 
-@pytest.mark.parametrize("bbox", [[1, 2, 0, 40], [1, 2, 30, 0], [1, 2, -3, 5]])
+@pytest.mark.parametrize("bbox", [[1, 2, 0, 40], [1, 2, 30, 0], [1, 2, -3, 5],
+                                  [1, 2, 30, 1.6e-164]])    # > 0, but 0 in the float32 views
 def test_error_zero_area_box(tmp_path, bbox):
     data = tiny_coco(tmp_path)
     data["annotations"][0]["bbox"] = bbox

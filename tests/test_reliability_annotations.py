@@ -125,6 +125,7 @@ def small(kp=None, boxes=None):
 
 @pytest.mark.parametrize("box,field", [([1, 2, 0, 5], "bbox.w"), ([1, 2, 5, 0], "bbox.h"),
                                        ([1, 2, -3, 5], "bbox.w"),
+                                       ([1, 2, 5, 1e-300], "bbox.h"),   # 0 in float32
                                        ([np.nan, 2, 5, 5], "bbox.x"),
                                        ([1, 2, np.inf, 5], "bbox.w")])
 def test_table_rejects_bad_boxes(box, field):

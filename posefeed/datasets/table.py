@@ -123,8 +123,8 @@ class PoseTable:
             (~(sizes >= 1), [("width", "image width < 1"), ("height", "image height < 1")]),
             (~np.isfinite(boxes32),                             # the views are float32
              [(f"bbox.{f}", "non-finite box (in float32)") for f in BBOX_FIELDS]),
-            (np.column_stack([np.zeros((len(boxes), 2), bool), ~(boxes[:, 2:] > 0)]),
-             [(f"bbox.{f}", "box of zero area") for f in BBOX_FIELDS]),
+            (np.column_stack([np.zeros((len(boxes), 2), bool), ~(boxes32[:, 2:] > 0)]),
+             [(f"bbox.{f}", "box of zero area (in float32)") for f in BBOX_FIELDS]),
             (~np.isin(kp[..., 2], (-1.0, 0.0, 1.0, 2.0)),
              [(f"{bp}.v", "visibility is not -1, 0, 1 or 2") for bp in self.bodyparts]),
             ((kp[..., 2] > 0) & ~np.isfinite(xy32).all(axis=2),

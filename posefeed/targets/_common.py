@@ -115,6 +115,14 @@ def pair(value: float | tuple[float, float] | list[float], what: str) -> tuple[f
     return vals  # type: ignore[return-value]
 
 
+def dlc_cell_centres(heatmap_size: tuple[int, int], stride: float) -> tuple[np.ndarray, np.ndarray]:
+    """DeepLabCut's grid: cell centres ``(gx (W,), gy (H,))`` int64, input pixels,
+    ``int(j*stride + stride/2)`` (DLC assigns the float into an int64 ``np.mgrid``: truncated)."""
+    w, h = heatmap_size
+    s = float(stride)
+    return (np.arange(w) * s + s / 2).astype(np.int64), (np.arange(h) * s + s / 2).astype(np.int64)
+
+
 def size_pair(value: tuple[int, int] | list[int], what: str) -> tuple[int, int]:
     """A ``(width, height)`` pair of positive ints."""
     vals = tuple(int(t) for t in value)

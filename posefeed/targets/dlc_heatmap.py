@@ -11,6 +11,7 @@ from posefeed.targets._common import (
     Array,
     as_keypoints,
     broadcast_binary,
+    dlc_cell_centres,
     gather2d,
     heatmap_argmax,
     outer_product_maps,
@@ -130,11 +131,7 @@ class DLCHeatmap(Codec):
         self.locref = bool(locref)
         self.zero_weight_unlabeled = bool(zero_weight_unlabeled)
         self.use_kernel = bool(use_kernel)
-        w, h = self.heatmap_size
-        s = self.stride
-        # DLC: grid[:, :, k] = grid * stride + stride / 2 assigned into an int64 mgrid -> trunc
-        self.grid_x = (np.arange(w) * s + s / 2).astype(np.int64)
-        self.grid_y = (np.arange(h) * s + s / 2).astype(np.int64)
+        self.grid_x, self.grid_y = dlc_cell_centres(self.heatmap_size, self.stride)
 
     @property
     def output_names(self) -> tuple[str, ...]:

@@ -7,7 +7,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from posefeed.targets._common import Array, as_keypoints, size_pair, split_keypoints
+from posefeed.targets._common import (Array, as_keypoints, dlc_cell_centres, size_pair,
+                                      split_keypoints)
 from posefeed.targets.base import Codec
 
 _BIG = 1.0e7  # px; coordinates and interval ends are clipped here before integer casts
@@ -80,10 +81,7 @@ class PartAffinityField(Codec):
         if not self.width > 0:
             raise ValueError(f"width must be positive; got {width!r}")
         self.use_kernel = bool(use_kernel)
-        w, h = self.heatmap_size
-        s = self.stride
-        self.grid_x = (np.arange(w) * s + s / 2).astype(np.int64)
-        self.grid_y = (np.arange(h) * s + s / 2).astype(np.int64)
+        self.grid_x, self.grid_y = dlc_cell_centres(self.heatmap_size, self.stride)
 
     @property
     def output_names(self) -> tuple[str, ...]:

@@ -12,9 +12,14 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import nvidia.dali.fn as fn
+import nvidia.dali.types as types
+import torch
+from nvidia.dali import pipeline_def
 
 from posefeed.datasets.table import PoseTable
 from posefeed.pipelines.errors import CacheTooLarge  # noqa: F401  (re-exported)
+from posefeed.pipelines.slab import resolve_headroom
 
 #: keep this fraction of the available memory free for everything else
 HEADROOM = 0.8
@@ -43,8 +48,6 @@ def available_host_bytes() -> int:
 
 def available_device_bytes(device_id: int = 0) -> int:
     """Free CUDA memory on ``device_id`` (torch)."""
-    import torch  # noqa: PLC0415
-
     free, _ = torch.cuda.mem_get_info(device_id)
     return int(free)
 
@@ -63,8 +66,6 @@ def check_fits(table: PoseTable, where: str, device_id: int = 0, channels: int =
                 f"frames but only {have / 2**30:.2f} GiB is available ({HEADROOM:.0%} usable); "
                 f"use cache=None (decode every epoch) or a smaller table")
         return need
-    from posefeed.pipelines.slab import resolve_headroom  # noqa: PLC0415
-
     keep = resolve_headroom(headroom, have, where)
     if need > have - keep:
         raise CacheTooLarge(
@@ -126,10 +127,6 @@ def _decode_chunks(paths: list[str], chunks: list[list[int]], first: int, frames
                    slab=None) -> int:
     """Decode ``chunks[first:]`` with one DALI pipeline into ``frames``; raise `_ChunkFailed`
     naming the chunk whose output failed. The pipeline is shut down before returning."""
-    import nvidia.dali.fn as fn  # noqa: PLC0415
-    import nvidia.dali.types as types  # noqa: PLC0415
-    from nvidia.dali import pipeline_def  # noqa: PLC0415
-
     gpu = where == "device"
     state = {"next": first}
 
@@ -166,8 +163,6 @@ def _decode_chunks(paths: list[str], chunks: list[list[int]], first: int, frames
                 else:
                     frames[i] = _cuda_copy(out[j]) if gpu else _host_frame(out.at(j), channels)
             if slab is not None and gpu:     # the copies into the slab read DALI's buffers
-                import torch  # noqa: PLC0415
-
                 torch.cuda.current_stream().synchronize()
             done += 1
     finally:
@@ -179,7 +174,7 @@ def _host_frame(rgb, channels: int) -> np.ndarray:
     ``channels == 4``."""
     if channels == 3:
         return np.array(rgb)
-    import cv2  # noqa: PLC0415
+    import cv2  # noqa: PLC0415 - OpenCV only where it runs (posefeed.pipelines imports without it)
 
     return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2RGBA)
 
@@ -197,8 +192,6 @@ def shutdown_pipeline(pipe) -> None:
 def _cuda_copy(tensor_gpu):
     """An owned torch CUDA copy of a DALI ``TensorGPU`` (DLPack, else the CUDA array
     interface after a device synchronisation)."""
-    import torch  # noqa: PLC0415
-
     try:
         return torch.from_dlpack(tensor_gpu).clone()
     except Exception:
@@ -209,8 +202,6 @@ def _cuda_copy(tensor_gpu):
 def _as_torch(tensor_gpu):
     """A torch view of a DALI ``TensorGPU`` (DLPack, else the CUDA array interface after a
     device synchronisation)."""
-    import torch  # noqa: PLC0415
-
     try:
         return torch.from_dlpack(tensor_gpu)
     except Exception:

@@ -7,9 +7,11 @@ import io
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from PIL import Image, ImageFile
 
 from posefeed.datasets.images import displayed_size
 from posefeed.datasets.table import PoseTable
+from posefeed.pipelines import cache as cache_mod
 
 #: threads that read encoded files in the source
 READ_THREADS = 4
@@ -26,14 +28,12 @@ def decode_problem(data: bytes, size: tuple[int, int] | None = None) -> str | No
     if why is not None:
         return why
     try:
-        from PIL import Image, ImageFile  # noqa: PLC0415
-
         if not ImageFile.LOAD_TRUNCATED_IMAGES:
             with Image.open(io.BytesIO(data)) as im:
                 im.load()
     except Exception as e:  # noqa: BLE001 - PIL raises many kinds
         return f"PIL cannot decode it: {type(e).__name__}: {e}"
-    import cv2  # noqa: PLC0415
+    import cv2  # noqa: PLC0415 - OpenCV only where it runs (posefeed.pipelines imports without it)
 
     try:
         ok = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) is not None
@@ -52,8 +52,6 @@ def check_image_bytes(data: bytes, size: tuple[int, int] | None = None) -> str |
     if not (data.startswith(JPEG_MAGIC) or data.startswith(PNG_MAGIC)):
         return "not a JPEG or PNG file (bad magic number)"
     try:
-        from PIL import Image  # noqa: PLC0415
-
         with Image.open(io.BytesIO(data)) as im:
             im.verify()                # (must come straight after open)
         with Image.open(io.BytesIO(data)) as im:
@@ -206,8 +204,6 @@ def find_undecodable(reader: ImageReader, image_ids: list[int]) -> dict[int, str
         if why is not None:
             found[i] = why
     if not found and candidates:
-        from posefeed.pipelines import cache as cache_mod  # noqa: PLC0415
-
         failures: dict[int, str] = {}
         paths = [reader.paths[i] for i in candidates]
         cache_mod.decode_all(paths, "host", None, 1, batch_size=len(paths), failures=failures)

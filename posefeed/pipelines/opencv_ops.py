@@ -103,7 +103,7 @@ class OpenCVCrop:
         return [f.result() for f in futures]
 
     def one(self, frame, affine, lut, hsv_on, blur, median, box) -> np.ndarray:
-        import cv2  # noqa: PLC0415
+        import cv2  # noqa: PLC0415 - OpenCV only where it runs (posefeed.pipelines imports without it)
 
         bgr = frame.ndim == 1  # encoded bytes (PNG): decode here, to BGR as OpenCV does
         if bgr:

@@ -29,6 +29,7 @@ from collections import deque
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from posefeed.pipelines.errors import CacheTooLarge
 
@@ -100,8 +101,6 @@ class FrameSlab:
 
     def __init__(self, sizes_wh: np.ndarray, channels: int = 3, device: Any = "cpu",
                  pin_memory: bool = False):
-        import torch  # noqa: PLC0415
-
         self.shape = slab_shape(sizes_wh, channels)
         self.sizes = np.asarray(sizes_wh, dtype=np.int64).reshape(-1, 2)
         self.device = torch.device(device)
@@ -113,8 +112,6 @@ class FrameSlab:
         return self.shape[0]
 
     def put(self, i: int, frame) -> None:
-        import torch  # noqa: PLC0415
-
         t = frame if isinstance(frame, torch.Tensor) else torch.from_numpy(np.asarray(frame))
         h, w = int(t.shape[0]), int(t.shape[1])
         if (w, h) != tuple(int(v) for v in self.sizes[i]) or t.shape[2] != self.shape[3]:
@@ -140,8 +137,6 @@ class BatchRing:
 
     def __init__(self, slab: FrameSlab, batch_size: int, depth: int,
                  stream: Any = None, make_event: Callable[[], Any] | None = None):
-        import torch  # noqa: PLC0415
-
         if depth < 2:
             raise ValueError(f"a ring needs at least 2 batches, got depth={depth}")
         self.slab = slab
@@ -165,8 +160,6 @@ class BatchRing:
     def gather(self, image_ids: np.ndarray):
         """The next slot filled with the frames ``image_ids`` (``(B,)``; a short last batch
         uses the slot's first rows), as a contiguous ``(B, H, W, C)`` tensor."""
-        import torch  # noqa: PLC0415
-
         if self._fed - self._consumed >= self.depth:
             raise RuntimeError(
                 f"frame ring overrun: {self._fed - self._consumed} batches fed and not yet "
@@ -200,8 +193,6 @@ class BatchRing:
 
 def _on_stream(stream):
     """``torch.cuda.stream(stream)`` for a CUDA stream, else nothing (CPU slabs)."""
-    import torch  # noqa: PLC0415
-
     if isinstance(stream, torch.cuda.Stream):
         return torch.cuda.stream(stream)
     return contextlib.nullcontext()

@@ -59,7 +59,7 @@ class DenseTargets:
 
     def _cuda(self, keypoints: torch.Tensor) -> dict[str, torch.Tensor]:
         if self._cupy is None:
-            import cupy  # noqa: PLC0415
+            import cupy  # noqa: PLC0415 - optional GPU extra, CUDA path only
 
             self._cupy = cupy
         cp = self._cupy

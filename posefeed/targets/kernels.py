@@ -179,7 +179,7 @@ SOURCES = {"gaussian_targets": _COMMON + _GAUSSIAN_TARGETS, "dlc_targets": _COMM
 
 @functools.lru_cache(maxsize=None)
 def _kernel(name: str) -> Any:
-    import cupy as cp  # noqa: PLC0415
+    import cupy as cp  # noqa: PLC0415 - optional GPU extra, only for CuPy input
 
     return cp.RawKernel(SOURCES[name], name)
 
@@ -187,7 +187,7 @@ def _kernel(name: str) -> Any:
 def device_grids(codec: Any) -> tuple[Any, Any]:
     """``codec.grid_x`` / ``grid_y`` as int64 CuPy arrays on the current device, uploaded once
     per device and kept on the codec (they were uploaded on every call)."""
-    import cupy as cp  # noqa: PLC0415
+    import cupy as cp  # noqa: PLC0415 - optional GPU extra, only for CuPy input
 
     cache = codec.__dict__.setdefault("_device_grids", {})
     key = (cp.cuda.runtime.getDevice(), id(codec.grid_x), id(codec.grid_y))
@@ -214,7 +214,7 @@ def gaussian_targets(codec: Any, keypoints: Any, mode: int, out: dict | None = N
     """Fused ``GaussianHeatmap`` (mode 0 MSRA, 1 unbiased) / ``UDPHeatmap`` (mode 2)
     encode of CuPy ``keypoints (B, N, K, 3)``: ``heatmap`` and ``keypoint_weight`` (written
     into ``out``'s arrays when given)."""
-    import cupy as cp  # noqa: PLC0415
+    import cupy as cp  # noqa: PLC0415 - optional GPU extra, only for CuPy input
 
     kp = cp.ascontiguousarray(keypoints, dtype=cp.float32)
     b, n, k = kp.shape[:3]
@@ -240,7 +240,7 @@ def dlc_targets(codec: Any, keypoints: Any, out: dict | None = None) -> dict[str
     """Fused :meth:`posefeed.targets.dlc_heatmap.DLCHeatmap.encode` of CuPy
     ``keypoints (B, N, K, 3)``: all outputs in one launch (into ``out``'s arrays when
     given; every element is written)."""
-    import cupy as cp  # noqa: PLC0415
+    import cupy as cp  # noqa: PLC0415 - optional GPU extra, only for CuPy input
 
     kp = cp.ascontiguousarray(keypoints, dtype=cp.float32)
     b, n, k = kp.shape[:3]

@@ -123,6 +123,7 @@ def test_unreadable_images_refuse_the_dataset_by_default(dlc_with_bad_frames):
     with pytest.raises(AnnotationError, match="2 images have unreadable headers") as e:
         load_dataset(dlc_with_bad_frames)
     assert any("zero-byte" in p for p in e.value.problems)
+    assert "on_bad_image='skip'" in str(e.value)        # the way on is named in the error
 
 
 @pytest.mark.parametrize("which", ["project", "csv", "h5"])
@@ -150,8 +151,9 @@ def test_skip_leaves_unreadable_images_out_and_lists_them(dlc_project, dlc_with_
 def test_skip_with_every_image_unreadable_still_refuses(dlc_with_bad_frames):
     for f in (dlc_with_bad_frames / "labeled-data" / "m4s1").glob("*.png"):
         f.write_bytes(b"")
-    with pytest.raises(AnnotationError, match="116 images have unreadable headers"):
+    with pytest.raises(AnnotationError, match="116 images have unreadable headers") as e:
         load_dataset(dlc_with_bad_frames, on_bad_image="skip")
+    assert "on_bad_image" not in str(e.value)    # skipping every image is no way on
 
 
 def test_coco_skip_drops_the_annotations_of_an_empty_jpeg(coco_json, tmp_path):

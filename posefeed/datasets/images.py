@@ -30,6 +30,10 @@ TRANSPOSING = (5, 6, 7, 8)
 EXIF_ORIENTATION = 0x0112
 
 
+
+#: how to go on when some (not all) images are bad: named in the error, so `skip` is findable
+_SKIP_HINT = "; on_bad_image='skip' (CLI: --on-bad-image skip) leaves them out of the table"
+
 def displayed_size(im: Image.Image) -> tuple[int, int]:
     """``(width, height)`` of an opened image as displayed: the stored size, swapped when its
     EXIF Orientation tag is 5-8. Reads only the header's EXIF block."""
@@ -82,7 +86,8 @@ def header_sizes(root: Path, images: Sequence[str], *, source: str | Path | None
     missing = [im for im in unique if not (root / im).is_file()]
     if missing and (on_bad_image == "raise" or len(missing) == len(unique)):
         raise AnnotationError(
-            f"{len(missing)} of {len(unique)} images not found under {root}",
+            f"{len(missing)} of {len(unique)} images not found under {root}"
+            f"{_SKIP_HINT if len(missing) < len(unique) else ''}",
             file=source, row=missing[0], field="image",
             problems=[f"missing image {root / m}" for m in missing])
     present = [im for im in unique if im not in set(missing)]
@@ -91,7 +96,8 @@ def header_sizes(root: Path, images: Sequence[str], *, source: str | Path | None
     unreadable = [(im, s) for im, s in zip(present, found) if isinstance(s, str)]
     if unreadable and (on_bad_image == "raise" or len(unreadable) == len(present)):
         raise AnnotationError(
-            f"{len(unreadable)} images have unreadable headers", file=source,
+            f"{len(unreadable)} images have unreadable headers"
+            f"{_SKIP_HINT if len(unreadable) < len(present) else ''}", file=source,
             row=unreadable[0][0], field="image",
             problems=[f"{root / im}: {why}" for im, why in unreadable])
     bad = {im: "missing file" for im in missing}

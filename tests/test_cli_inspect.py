@@ -140,3 +140,46 @@ def test_registered_in_the_posefeed_app(coco_json):
     res = CliRunner().invoke(app, ["inspect", str(coco_json), "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["instances"] == 12
+
+
+def coco_with_missing_images(tmp_path: Path, missing: int) -> Path:
+    """A 17-keypoint COCO file over one real 40x30 image and ``missing`` absent ones."""
+    Image.new("RGB", (40, 30)).save(tmp_path / "real.png")
+    names = ["real.png"] + [f"gone_{i:03d}.png" for i in range(missing)]
+    kp = [10.0, 10.0, 2] + [0, 0, 0] * 16
+    raw = {"images": [{"id": i, "file_name": n, "width": 40, "height": 30}
+                      for i, n in enumerate(names)],
+           "annotations": [{"id": i, "image_id": i, "category_id": 1, "iscrowd": 0,
+                            "bbox": [5, 5, 20, 20], "area": 400.0, "num_keypoints": 1,
+                            "keypoints": kp} for i in range(len(names))],
+           "categories": [{"id": 1, "name": "person", "skeleton": [],
+                           "keypoints": [f"k{j}" for j in range(17)]}]}
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def test_many_problems_are_cut_after_twenty_lines_but_kept_in_full(cli, tmp_path):
+    from posefeed.datasets import AnnotationError, load_coco
+
+    path = coco_with_missing_images(tmp_path, 29)
+    res = run(cli, path, "--on-bad-image", "skip")
+    assert res.exit_code == 1
+    listed = [ln for ln in res.stdout.splitlines() if ln.startswith("  - ")]
+    assert len(listed) == 20 and "gone_000.png" in listed[0] and "gone_019.png" in listed[-1]
+    assert "... and 9 more" in res.stdout and "gone_020.png" not in res.stdout
+    res = run(cli, path, "--on-bad-image", "skip", "--max-problems", "0")
+    assert sum(ln.startswith("  - ") for ln in res.stdout.splitlines()) == 29
+    assert "more" not in res.stdout
+    out = json.loads(run(cli, path, "--on-bad-image", "skip", "--json").stdout)
+    assert out["skipped_images"] == 29
+    assert sum("gone_" in p for p in out["problems"]) == 29
+    # the raise path: the error's first lines and the count on stderr, all of them in --json
+    res = run(cli, path)
+    assert res.exit_code == 1 and "gone_000.png" in res.stderr and "more lines" in res.stderr
+    assert "gone_028.png" not in res.stderr
+    err = json.loads(run(cli, path, "--json").stdout)
+    assert sum("gone_" in p for p in err["problems"]) == 29
+    with pytest.raises(AnnotationError) as e:          # the Python error keeps every problem
+        load_coco(path)
+    assert len(e.value.problems) == 29 and "gone_028.png" in str(e.value)

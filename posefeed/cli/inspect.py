@@ -8,10 +8,25 @@ from typing import Optional
 import typer
 
 from posefeed.cli import app
-from posefeed.cli.errors import choice
+from posefeed.cli.errors import choice, describe
+
+#: problem lines the summary prints before "... and N more" (``--json`` lists them all)
+SHOWN_PROBLEMS = 20
 
 
-def _print_summary(console, summary: dict, path: str) -> None:  # noqa: ANN001 - rich Console
+def format_problems(problems: list[str], limit: int = SHOWN_PROBLEMS) -> str:
+    """``problems`` as indented ``  - ...`` lines, the first ``limit`` of them (``limit <= 0``:
+    all), then one line saying how many more there are and how to see them."""
+    shown = problems if limit <= 0 else problems[:limit]
+    lines = [f"  - {p}" for p in shown]
+    if len(problems) > len(shown):
+        lines.append(f"  ... and {len(problems) - len(shown)} more (--max-problems 0 or --json "
+                     "lists them all)")
+    return "\n".join(lines)
+
+
+def _print_summary(console, summary: dict, path: str,  # noqa: ANN001 - rich Console
+                   max_problems: int = SHOWN_PROBLEMS) -> None:
     # lazy: CLI start-up (see posefeed/cli/__init__.py)
     from rich.markup import escape  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
@@ -43,8 +58,8 @@ def _print_summary(console, summary: dict, path: str) -> None:  # noqa: ANN001 -
     problems = summary["problems"]
     if problems:
         console.print(f"[yellow]{len(problems)} problems:[/yellow]")
-        for p in problems:
-            console.print(f"  - {p}", markup=False, highlight=False)
+        console.print(format_problems(problems, max_problems), markup=False, highlight=False,
+                      soft_wrap=True)   # unbroken lines: paths stay copyable
     else:
         console.print("[green]no problems found[/green]")
 
@@ -64,6 +79,8 @@ def inspect_command(
     on_bad_image: str = typer.Option("raise", "--on-bad-image", help="raise: stop at a "
                                      "missing or unreadable image | skip: leave it out, "
                                      "count and list it (exit code 1)."),
+    max_problems: int = typer.Option(SHOWN_PROBLEMS, "--max-problems", help="Problems printed "
+                                     "before '... and N more' (0: all; --json lists all)."),
 ) -> None:
     """Summarise a dataset and list its problems (exit code 1 on invalid data, 2 on bad
     arguments).
@@ -86,7 +103,7 @@ def inspect_command(
         if as_json:
             typer.echo(json.dumps({"error": str(e), "file": e.file, "row": None if e.row is None
                                    else str(e.row), "field": e.field, "problems": e.problems}))
-        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(describe(e))}", highlight=False)
         raise typer.Exit(1) from None
     summary = summarize(table)
     bad = bool(table.skipped_images)
@@ -107,6 +124,6 @@ def inspect_command(
     if as_json:
         typer.echo(json.dumps(summary))
     else:
-        _print_summary(Console(), summary, path)
+        _print_summary(Console(), summary, path, max_problems)
     if bad:
         raise typer.Exit(1)

@@ -130,11 +130,16 @@ def test_lightning_trainer_fits_from_the_datamodule(tiny_synthetic):
     train, val = tiny_synthetic.table.split(0.75, 0)
     codec = GaussianHeatmap((64, 48), (16, 12))
     epochs_set: list[int] = []
+    iterations = {True: 0, False: 0}                           # iter() calls per loader
 
     class Recording(PoseLoader):
         def set_epoch(self, epoch: int) -> None:
             epochs_set.append(epoch)
             super().set_epoch(epoch)
+
+        def __iter__(self):
+            iterations[self.spec.shuffle] += 1
+            return super().__iter__()
 
     def factory(t, codecs, is_train, **kw):
         return Recording(t, codecs, mode="frame", input_size=(64, 48), batch_size=4,
@@ -166,7 +171,8 @@ def test_lightning_trainer_fits_from_the_datamodule(tiny_synthetic):
                         num_sanity_val_steps=0)
     trainer.fit(module, datamodule=dm)
     steps_per_epoch = len(train) // 4                          # drop_last
-    assert sorted(set(epochs_set)) == [0, 1] and epochs_set[-1] == 1
+    # one epoch started per training epoch (Lightning's iterable check does not start one)
+    assert epochs_set == [0, 1] and iterations == {True: 2, False: 0}
     assert trainer.global_step == 2 * steps_per_epoch == len(module.losses)
     # each epoch's batches are those a fresh loader gives after set_epoch(epoch)
     for epoch in (0, 1):

@@ -23,9 +23,15 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 class _EpochSynced:
     """Wraps a loader so each iteration starts at the Lightning trainer's current epoch
-    (Lightning calls ``set_epoch`` only on samplers, and PoseLoader has none)."""
+    (Lightning calls ``set_epoch`` only on samplers, and PoseLoader has none; ``epoch=None``:
+    the loader's own epoch, for validation).
 
-    def __init__(self, loader: Any, epoch: Callable[[], int]) -> None:
+    ``iter()`` returns a generator that touches the loader only at its first ``next()``:
+    Lightning calls ``iter(dataloader)`` once just to check that it is iterable
+    (``_check_dataloader_iterable``) and drops the result, which on the loader itself starts
+    an epoch and its prefetch for nothing."""
+
+    def __init__(self, loader: Any, epoch: Callable[[], int] | None) -> None:
         self.loader = loader
         self._epoch = epoch
 
@@ -33,9 +39,9 @@ class _EpochSynced:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        if hasattr(self.loader, "set_epoch"):
+        if self._epoch is not None and hasattr(self.loader, "set_epoch"):
             self.loader.set_epoch(self._epoch())
-        return iter(self.loader)
+        yield from self.loader
 
 
 class PoseDataModule(L.LightningDataModule):
@@ -82,7 +88,7 @@ class PoseDataModule(L.LightningDataModule):
         return _EpochSynced(self.train_loader, self._current_epoch)
 
     def val_dataloader(self) -> Any:
-        return self.val_loader if self.val_loader is not None else []
+        return _EpochSynced(self.val_loader, None) if self.val_loader is not None else []
 
     def state_dict(self) -> dict[str, Any]:
         if self.train_loader is not None and hasattr(self.train_loader, "state_dict"):

@@ -316,3 +316,18 @@ def mmpose_unbiased_loop(c: GaussianHeatmap, keypoints: np.ndarray):
                 g = np.exp(-((x - mu[0]) ** 2 + (y - mu[1]) ** 2) / (2 * sigma ** 2))
                 np.maximum(g, hm[b, k], out=hm[b, k])
     return hm, wt
+
+
+def albumentations_motion_kernel(x1: int, y1: int, x2: int, y2: int, k: int,
+                                 size: int = 7) -> np.ndarray:
+    """albumentations 1.4.3 ``MotionBlur.get_params`` for given end points: ``cv2.line`` on a
+    ``k x k`` uint8 grid (thickness 1), normalised to sum 1, zero-padded to ``size x size``
+    (centred, so ``cv2.filter2D`` gives the same result)."""
+    import cv2  # noqa: PLC0415 - OpenCV only for the oracles that need it
+
+    kernel = np.zeros((k, k), dtype=np.uint8)
+    cv2.line(kernel, (int(x1), int(y1)), (int(x2), int(y2)), 1, thickness=1)
+    out = np.zeros((size, size), dtype=np.float32)
+    o = (size - k) // 2
+    out[o:o + k, o:o + k] = kernel.astype(np.float32) / kernel.sum()
+    return out

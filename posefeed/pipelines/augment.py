@@ -11,6 +11,14 @@ body preferred with p=0.7), ``RandomBBoxTransform`` (shift 0.16 p=0.3, scale 0.6
 rotation 80 deg p=0.6, truncated normal in [-1, 1]), ``YOLOXHSVRandomAug`` (hue 5, saturation
 30, value 30), albumentations ``Blur`` p=0.1, ``MedianBlur`` p=0.1 and ``CoarseDropout``
 (one hole, 0.2-0.4 of the height and width, fill 0, p=1.0).
+
+`AugmentConfig.deeplabcut_default` reproduces DeepLabCut 3.0.2's default bottom-up recipe
+(``pose_estimation_pytorch/config/base/aug_default.yaml`` as ``build_transforms`` builds it):
+albumentations ``Affine`` (p=0.5, rotation +-30 deg, zoom 0.5-1.25, uniform, about the frame
+centre), DeepLabCut's ``KeypointAwareCrop`` 448x448 (max_shift 0.1, "hybrid"), ``MotionBlur``
+p=0.5 (kernels 3, 5, 7) and ``GaussNoise`` p=0.5 (variance uniform in 0..12.75**2, per
+channel); the options are named after what they reproduce (``crop_sampling``,
+``affine_distribution``, ``motion_blur_*``, ``noise_*``) and are off by default.
 """
 from __future__ import annotations
 
@@ -18,6 +26,13 @@ from dataclasses import dataclass, replace
 from typing import Sequence
 
 Schedule = list[tuple[int, "AugmentConfig"]]
+
+#: DeepLabCut's ``KeypointAwareCrop`` centre methods (``crop_sampling.method``)
+CROP_SAMPLING = ("uniform", "keypoints", "density", "hybrid")
+#: how rotation, scale and shift are drawn (see `AugmentConfig`)
+AFFINE_DISTRIBUTIONS = ("truncnorm", "uniform")
+#: the largest blur / motion-blur kernel the pipelines take (kernels are zero-padded to it)
+MAX_KERNEL = 7
 
 
 @dataclass(frozen=True)
@@ -34,9 +49,29 @@ class AugmentConfig:
             ``z ~ truncated normal(-1, 1)``.
         scale_range, scale_prob: box size times ``mid + half_width * z`` (range as given).
         rotate_factor, rotate_prob: rotation ``rotate_factor * z`` degrees.
+        affine_distribution: how ``z`` is drawn: "truncnorm" (MMPose: standard normal
+            truncated to [-1, 1]) or "uniform" (albumentations ``Affine``: the rotation
+            uniform in +-``rotate_factor``, the shift uniform in +-``shift_factor``, and the
+            zoom ``1 / scale`` uniform over ``[1 / scale_range[1], 1 / scale_range[0]]``).
+        affine_prob: None, or one probability for scale, rotation and shift together (one
+            draw per sample, as albumentations ``Affine(p=...)``), in place of ``scale_prob``,
+            ``rotate_prob`` and ``shift_prob``.
         crop_size: frame mode only; ``(w, h)`` image pixels of a keypoint-aware crop (centred
             on a random labelled keypoint, moved by up to ``crop_shift`` of the crop size,
             kept inside the frame); ``None`` fits the whole frame.
+        crop_sampling: frame mode with ``crop_size``: None (the crop above, rotated and scaled
+            about its centre) or one of DeepLabCut 3.0.2's ``KeypointAwareCrop`` methods
+            (`CROP_SAMPLING`), with DeepLabCut's geometry: rotation and zoom about the frame
+            centre first (albumentations ``Affine``, same frame size), then ``PadIfNeeded``
+            (black, centred) to at least the crop size, then a ``crop_size`` window whose
+            start is ``int((padded - crop + 1) * u)`` per axis, ``u`` in [0, 1): "uniform" draws
+            ``u``; "keypoints" picks a keypoint uniformly, "density" with weight 1 + its
+            number of neighbours within ``0.1 * min(padded w, h)``, and ``u = (keypoint +
+            crop_shift * U[0, 1) * crop) / padded`` clipped below 1 (``crop_shift`` capped at
+            0.4, as DeepLabCut does); "hybrid" is "uniform" or "density" with p=0.5 each. As
+            in DeepLabCut, the candidates are every keypoint of the instances with at least
+            one labelled keypoint, unlabelled ones included (at (0, 0), where DeepLabCut
+            stores them, moved by the flip and the affine); none: "uniform".
     Photometric (on the uint8 crop):
         hue_delta, saturation_delta, value_delta: YOLOX HSV jitter amplitudes in OpenCV units
             (hue: 0..180 scale, i.e. 2 degrees per unit; saturation and value: 0..255). Each
@@ -48,6 +83,16 @@ class AugmentConfig:
             the same size, DALI having no CPU median filter).
         dropout_prob, dropout_size: one rectangular hole filled with 0, height and width a
             fraction in ``dropout_size`` of the crop's.
+        motion_blur_prob, motion_blur_sizes: albumentations ``MotionBlur(blur_limit=7,
+            allow_shifted=True)``: an odd kernel size ``k`` from ``motion_blur_sizes``, a line
+            between two points drawn uniformly in the ``k x k`` grid (a vertical one of
+            distinct ends when both x are equal) and rasterised as ``cv2.line`` does,
+            normalised to sum 1, applied with ``cv2.filter2D`` (reflect-101 border). After
+            the median blur, before the dropout hole.
+        noise_prob, noise_var: albumentations ``GaussNoise(var_limit=noise_var,
+            per_channel=True)``: a variance uniform in ``noise_var`` (uint8 units squared)
+            per image, independent normal noise per pixel and channel, then
+            ``clip(image + noise, 0, 255)`` truncated to uint8. Last, after the dropout hole.
     """
 
     flip_prob: float = 0.5
@@ -74,6 +119,31 @@ class AugmentConfig:
     median_blur_sizes: tuple[int, ...] = (3, 5, 7)
     dropout_prob: float = 1.0
     dropout_size: tuple[float, float] = (0.2, 0.4)
+    affine_distribution: str = "truncnorm"
+    affine_prob: float | None = None
+    crop_sampling: str | None = None
+    motion_blur_prob: float = 0.0
+    motion_blur_sizes: tuple[int, ...] = (3, 5, 7)
+    noise_prob: float = 0.0
+    noise_var: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        if self.affine_distribution not in AFFINE_DISTRIBUTIONS:
+            raise ValueError(f"affine_distribution must be one of {AFFINE_DISTRIBUTIONS}, got "
+                             f"{self.affine_distribution!r}")
+        if self.crop_sampling is not None and self.crop_sampling not in CROP_SAMPLING:
+            raise ValueError(f"crop_sampling must be None or one of {CROP_SAMPLING}, got "
+                             f"{self.crop_sampling!r}")
+        sizes = tuple(self.motion_blur_sizes)
+        if not sizes or any(int(k) != k or k < 3 or k % 2 != 1 or k > MAX_KERNEL for k in sizes):
+            raise ValueError(f"motion_blur_sizes must be odd kernel sizes in 3..{MAX_KERNEL}, "
+                             f"got {sizes}")
+        lo, hi = self.noise_var
+        if not 0 <= lo <= hi:
+            raise ValueError(f"noise_var must be a variance range 0 <= low <= high, got {self.noise_var}")
+        if self.affine_distribution == "uniform" and min(self.scale_range) <= 0:
+            raise ValueError(f"affine_distribution 'uniform' draws the zoom 1 / scale: scale_range "
+                             f"must be positive, got {self.scale_range}")
 
     @classmethod
     def rtmpose_stage1(cls) -> "AugmentConfig":
@@ -104,6 +174,19 @@ class AugmentConfig:
         return cls(flip_prob=0.0, half_body_prob=0.0, shift_factor=0.0, shift_prob=0.0,
                    scale_range=(1.0, 1.0), rotate_factor=30.0, rotate_prob=0.5,
                    median_blur_prob=0.0, dropout_prob=0.5)
+
+    @classmethod
+    def deeplabcut_default(cls, crop_size: tuple[int, int] = (448, 448)) -> "AugmentConfig":
+        """DeepLabCut 3.0.2's default bottom-up recipe (``aug_default.yaml``): albumentations
+        ``Affine`` p=0.5 (rotation +-30 deg, zoom 0.5-1.25 uniform, no translation),
+        ``KeypointAwareCrop`` of ``crop_size`` (max_shift 0.1, "hybrid"), ``MotionBlur`` p=0.5,
+        ``GaussNoise`` p=0.5 with variance 0..12.75**2; no flip, no colour jitter, no
+        dropout. Frame mode; the loader's input size is ``crop_size``."""
+        return cls.none().with_(
+            crop_size=tuple(int(v) for v in crop_size), crop_shift=0.1, crop_sampling="hybrid",
+            affine_distribution="uniform", affine_prob=0.5, rotate_factor=30.0, rotate_prob=0.5,
+            scale_range=(1 / 1.25, 1 / 0.5), scale_prob=0.5, motion_blur_prob=0.5,
+            noise_prob=0.5, noise_var=(0.0, 12.75 ** 2))
 
     def with_(self, **changes) -> "AugmentConfig":
         """A copy with some fields changed."""

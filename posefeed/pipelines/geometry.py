@@ -75,6 +75,26 @@ def crop_matrices(center: np.ndarray, size: np.ndarray, rotation_deg: np.ndarray
     return m
 
 
+def zoom_rotate_matrices(center: np.ndarray, zoom: np.ndarray,
+                         rotation_deg: np.ndarray) -> np.ndarray:
+    """``(B, 3, 3)``: zoom by ``zoom (B,)`` and rotate by ``rotation_deg (B,)`` about
+    ``center (B, 2)``, the frame keeping its size (albumentations ``Affine`` about the image
+    centre ``((w - 1) / 2, (h - 1) / 2)``): ``dst = zoom * R(-rot) @ (src - center) + center``,
+    the same linear part and rotation sign as `crop_matrices` (content turned
+    counter-clockwise by ``rot``)."""
+    c = np.asarray(center, dtype=np.float64).reshape(-1, 2)
+    k = np.asarray(zoom, dtype=np.float64).reshape(-1)
+    t = np.deg2rad(np.asarray(rotation_deg, dtype=np.float64).reshape(-1))
+    cos, sin = np.cos(t) * k, np.sin(t) * k
+    m = np.zeros((len(c), 3, 3))
+    m[:, 0, 0], m[:, 0, 1] = cos, sin
+    m[:, 1, 0], m[:, 1, 1] = -sin, cos
+    m[:, 0, 2] = c[:, 0] - (cos * c[:, 0] + sin * c[:, 1])
+    m[:, 1, 2] = c[:, 1] - (-sin * c[:, 0] + cos * c[:, 1])
+    m[:, 2, 2] = 1.0
+    return m
+
+
 def transform_points(matrices: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """Apply ``matrices (B, 3, 3)`` (or ``(B, 2, 3)``) to points ``xy (B, ..., 2)``."""
     m = np.asarray(matrices, dtype=np.float64)

@@ -1,6 +1,10 @@
-"""The DALI graph: decode -> affine crop -> HSV -> blur -> median blur -> dropout ->
-normalise -> targets. All random parameters come from the sample source (per sample), so
-the graph holds no randomness and no state.
+"""The DALI graph: decode -> affine crop -> HSV -> blur -> median blur -> [motion blur] ->
+dropout -> [Gaussian noise] -> normalise -> targets (the bracketed stages only in graphs whose
+schedule uses them, ``GraphSpec.motion_noise``). All random parameters come from the sample
+source (per sample), so the graph holds no state; the one exception is the per-pixel Gaussian
+noise of the DALI-ops path (``fn.noise.gaussian``, DALI's generator: its strength and on/off
+come from the source, its pixel values are not reproducible across a resume; the OpenCV stage
+seeds its noise from the source and is).
 
 GPU: "mixed" decode, then DALI ops (``warp_affine``, ``hsv``, ``filter``,
 ``experimental.median_blur``, ``erase``) and the codecs on CuPy. CPU (default
@@ -60,18 +64,23 @@ class GraphSpec:
     #: the codecs run after the graph on the dense keypoint batch (`DenseTargets`), not
     #: inside it: always on the GPU (DALI's python_function is per sample there)
     dense_targets: bool = False
+    #: the motion-blur and Gaussian-noise stages (DeepLabCut's recipe) are in the graph: only
+    #: when the schedule uses them, so other recipes compute and feed nothing for them
+    motion_noise: bool = False
 
     @classmethod
     def choose(cls, device: str, input_size: tuple[int, int], image_dtype: str = "float32",
                cache: str | None = None, cpu_backend: str = "opencv",
                roi_decode: bool | None = None, opencv_png: bool = True,
-               paths: Sequence[str] = (), dense_targets: bool | None = None) -> "GraphSpec":
+               paths: Sequence[str] = (), dense_targets: bool | None = None,
+               motion_noise: bool = False) -> "GraphSpec":
         """The one place that decides the graph's shape from the loader's options: the OpenCV
         stage or DALI ops (``cpu_backend``, CPU only), decoding PNG inside the OpenCV stage
         (``opencv_png`` with a cache-less, PNG-only dataset: ``paths``), and ROI decode
         (``roi_decode``, default on for CPU; never with a cache or the OpenCV decode), and
         where the codecs run (``dense_targets``: after the graph; default and forced on the
-        GPU, `CPU_DENSE_TARGETS` on the CPU)."""
+        GPU, `CPU_DENSE_TARGETS` on the CPU), and whether the motion-blur / noise stages
+        exist (``motion_noise``: the schedule uses them)."""
         opencv = device == "cpu" and cpu_backend == "opencv"
         cv_decode = (opencv and cache is None and bool(opencv_png) and len(paths) > 0
                      and all(str(p).lower().endswith(".png") for p in paths))
@@ -80,7 +89,8 @@ class GraphSpec:
                    image_dtype=image_dtype, frames=cache, cpu_backend=cpu_backend,
                    roi=roi and cache is None and not cv_decode, opencv_decode=cv_decode,
                    dense_targets=device == "gpu" or (CPU_DENSE_TARGETS if dense_targets is None
-                                                     else bool(dense_targets)))
+                                                     else bool(dense_targets)),
+                   motion_noise=bool(motion_noise))
 
     @property
     def opencv(self) -> bool:
@@ -101,11 +111,20 @@ class GraphSpec:
 
 #: the feed fields the OpenCV stage takes after the frames, in its argument order
 CROP_INPUTS = ("crop_affine", "hsv_lut", "hsv_on", "blur_size", "median_size", "drop_box")
+#: the OpenCV stage's motion-blur and noise inputs (after `CROP_INPUTS`, with ``motion_noise``)
+CROP_MOTION_NOISE = ("motion_filter", "noise_cv")
 #: the feed fields the DALI-ops crop + photometric stage reads
 DALI_OPS_INPUTS = ("warp", "hue", "saturation", "value", "blur", "blur_kernel", "median",
                    "drop_anchor", "drop_shape")
+#: the DALI-ops stage's motion-blur and noise inputs (with ``motion_noise``)
+DALI_MOTION_NOISE = ("motion", "motion_kernel", "noise", "noise_std")
 #: fields every graph passes through as outputs
 PASS_THROUGH = ("keypoints", "index", "affine")
+
+
+def crop_inputs(spec: GraphSpec) -> tuple[str, ...]:
+    """The OpenCV stage's inputs after the frames, in its argument order."""
+    return CROP_INPUTS + (CROP_MOTION_NOISE if spec.motion_noise else ())
 
 
 def graph_params(spec: GraphSpec) -> tuple[str, ...]:
@@ -113,7 +132,7 @@ def graph_params(spec: GraphSpec) -> tuple[str, ...]:
     OpenCV stage's inputs go to the pool in the source instead)."""
     fields = graph_fields(spec)[1:]
     if spec.crop_ahead:
-        fields = tuple(f for f in fields if f not in CROP_INPUTS)
+        fields = tuple(f for f in fields if f not in crop_inputs(spec))
     return fields
 
 
@@ -124,10 +143,12 @@ def graph_fields(spec: GraphSpec) -> tuple[str, ...]:
     if spec.frames is None and spec.roi and not (spec.opencv and spec.opencv_decode):
         fields += ["roi_anchor", "roi_shape"]
     if spec.opencv:
-        fields += CROP_INPUTS
+        fields += crop_inputs(spec)
     else:
         fields += DALI_OPS_INPUTS
         fields.append("median_window" if spec.device == "gpu" else "median_kernel")
+        if spec.motion_noise:
+            fields += DALI_MOTION_NOISE
     return tuple(fields) + PASS_THROUGH
 
 
@@ -141,10 +162,11 @@ class SplitSource:
     (``(B, 1)`` int64) instead of the frames."""
 
     def __init__(self, source: SourceFn, param_fields: Sequence[str],
-                 crop_ahead: OpenCVCrop | None = None):
+                 crop_ahead: OpenCVCrop | None = None, crop_fields: Sequence[str] = CROP_INPUTS):
         self.source = source
         self.param_fields = tuple(param_fields)
         self.crop_ahead = crop_ahead
+        self.crop_fields = tuple(crop_fields)
         self._images: deque = deque()
         self._params: deque = deque()
 
@@ -152,7 +174,7 @@ class SplitSource:
         feed = self.source()
         images = feed["images"]
         if self.crop_ahead is not None:
-            ticket = self.crop_ahead.submit(images, *(feed[n] for n in CROP_INPUTS))
+            ticket = self.crop_ahead.submit(images, *(feed[n] for n in self.crop_fields))
             images = np.full((len(images), 1), ticket, dtype=np.int64)
         self._images.append(images)
         self._params.append(tuple(feed[n] for n in self.param_fields))
@@ -201,18 +223,23 @@ def decode(spec: GraphSpec, images, p):
 
 
 def crop_opencv(spec: GraphSpec, frames, p, crop_fn):
-    """Affine crop + YOLOX HSV + blur + median blur + dropout in one OpenCV batch stage (a
-    thread pool); with crop ahead the source already started it and this collects."""
+    """Affine crop + YOLOX HSV + blur + median blur (+ motion blur) + dropout (+ noise) in one
+    OpenCV batch stage (a thread pool); with crop ahead the source already started it and this
+    collects."""
     if spec.crop_ahead:
         return fn.python_function(frames, function=crop_fn, batch_processing=True,
                                   output_layouts="HWC")
-    return fn.python_function(frames, *(p[n] for n in CROP_INPUTS), function=crop_fn,
+    return fn.python_function(frames, *(p[n] for n in crop_inputs(spec)), function=crop_fn,
                               batch_processing=True, output_layouts="HWC")
 
 
 def crop_dali_ops(spec: GraphSpec, frames, p):
     """The same steps with DALI operators (the GPU graph; ``cpu_backend="dali"`` on CPU):
-    HSV is multiplicative, and on the CPU the median blur is a box blur of the same size."""
+    HSV is multiplicative, and on the CPU the median blur is a box blur of the same size.
+    Motion blur: ``fn.filter`` with the line kernel (a correlation, as ``cv2.filter2D``;
+    checked on a delta image). Noise: ``fn.noise.gaussian`` with the sampled std and mean
+    -0.5: DALI rounds to the nearest uint8, so ``round(x + n - 0.5) = floor(x + n)``, the
+    truncation albumentations applies."""
     gpu = spec.device == "gpu"
     w, h = spec.input_size
     # one matrix per sample (output -> input, pixel corners), black border
@@ -227,8 +254,14 @@ def crop_dali_ops(spec: GraphSpec, frames, p):
             crop = fn.experimental.median_blur(crop, window_size=p["median_window"])
         else:  # no CPU median filter in DALI: a box blur of the same size instead
             crop = fn.filter(crop, p["median_kernel"], border="reflect_101")
-    return fn.erase(crop, anchor=p["drop_anchor"], shape=p["drop_shape"], axis_names="HW",
+    if spec.motion_noise and p["motion"]:
+        kernel = p["motion_kernel"].gpu() if gpu else p["motion_kernel"]
+        crop = fn.filter(crop, kernel, border="reflect_101")
+    crop = fn.erase(crop, anchor=p["drop_anchor"], shape=p["drop_shape"], axis_names="HW",
                     fill_value=0)
+    if spec.motion_noise and p["noise"]:
+        crop = fn.noise.gaussian(crop, stddev=p["noise_std"], mean=-0.5)
+    return crop
 
 
 def normalise(spec: GraphSpec, crop):
@@ -269,7 +302,8 @@ def build_pipeline(spec: GraphSpec, source: SourceFn, codecs: Sequence[Codec], b
     # and marked do_not_convert: with conditionals on, DALI's AutoGraph rewrites every
     # function *called* inside the definition (and all it calls at run time), which made the
     # codecs' adapters ~25x slower and starved the OpenCV threads of the GIL.
-    split = SplitSource(source, fields, crop_ahead=cv_stage if spec.crop_ahead else None)
+    split = SplitSource(source, fields, crop_ahead=cv_stage if spec.crop_ahead else None,
+                        crop_fields=crop_inputs(spec))
     read_images, read_params = do_not_convert(split.images), do_not_convert(split.params)
     encoders = [do_not_convert(c.dali_function()) for c in codecs]
     crop_fn = None

@@ -168,7 +168,9 @@ class PoseLoader:
         #: the graph's shape (OpenCV stage or DALI ops, ROI decode, OpenCV PNG decode),
         #: decided once here; the source's matrices follow its ``roi``
         self.graph = GraphSpec.choose(device, self.input_size, image_dtype, cache, cpu_backend,
-                                      roi_decode, opencv_png, reader.paths, dense_targets)
+                                      roi_decode, opencv_png, reader.paths, dense_targets,
+                                      motion_noise=any(c.motion_blur_prob > 0 or c.noise_prob > 0
+                                                       for _, c in self.schedule))
         self.cache_channels = self.graph.frame_channels
         self.cache_headroom = cache_headroom
         #: batches of the GPU path's frame ring: DALI's prefetch queue, the batch being

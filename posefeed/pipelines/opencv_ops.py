@@ -4,8 +4,12 @@ and its ``hsv`` costs more than the warp; see benchmarks/results/loader-cpu.md).
 
 Per sample, in a thread pool (OpenCV releases the GIL): ``warpAffine`` (bilinear, black
 border) -> YOLOX HSV (``cvtColor`` to HSV, per-channel LUT, back; exact, not the multiplicative
-approximation the DALI ``hsv`` path uses) -> ``blur`` (box) -> ``medianBlur`` -> one dropout
-hole filled with 0. The same parameters drive the DALI-op path (GPU, or ``cpu_backend="dali"``).
+approximation the DALI ``hsv`` path uses) -> ``blur`` (box) -> ``medianBlur`` -> motion blur
+(``filter2D`` with the sampled line kernel, albumentations ``MotionBlur``) -> one dropout hole
+filled with 0 -> Gaussian noise (albumentations ``GaussNoise``: ``cv2.randn`` seeded per
+sample from the batch's parameters, so a batch is reproducible; added in float32, clipped to
+0..255 and truncated to uint8 as albumentations does). The same parameters drive the DALI-op
+path (GPU, or ``cpu_backend="dali"``).
 
 Crop ahead: DALI runs CPU operators one after another, so a batch stage that does the OpenCV
 work itself blocks normalisation and the codecs, and the sample source (main thread) waits
@@ -47,7 +51,9 @@ class OpenCVCrop:
     The output is always RGB ``(h, w, 3)``.
 
     ``affine``: per-sample ``(2, 3)`` output -> frame matrix (pixel centres, as OpenCV's
-    ``WARP_INVERSE_MAP``); ``blur_size``/``median_size`` 0 = off; ``drop_box`` ``(y, x, h, w)``.
+    ``WARP_INVERSE_MAP``); ``blur_size``/``median_size`` 0 = off; ``drop_box`` ``(y, x, h, w)``;
+    optional (graphs with ``GraphSpec.motion_noise``): ``motion`` ``(7, 7)`` float32 kernel
+    (all zero = off) and ``noise`` ``(2,)`` float64 ``(std, seed)`` (std 0 = off).
     """
 
     def __init__(self, input_size: tuple[int, int], threads: int):
@@ -79,15 +85,15 @@ class OpenCVCrop:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="posefeed-cv2")
         return self._pool
 
-    def submit(self, frames, affines, luts, hsv_on, blur, median, boxes) -> int:
+    def submit(self, frames, affines, luts, hsv_on, blur, median, boxes, *motion_noise) -> int:
         """Start one batch in the pool now (arguments as for ``__call__``); returns the ticket
         that :meth:`collect` takes. The frames must stay unchanged until then."""
         if self._closed:
             raise RuntimeError("the OpenCV stage is closed")
         pool = self._get_pool()
         ticket = next(self._tickets)
-        self._pending[ticket] = [pool.submit(self.one, *a)
-                                 for a in zip(frames, affines, luts, hsv_on, blur, median, boxes)]
+        self._pending[ticket] = [pool.submit(self.one, *a) for a in
+                                 zip(frames, affines, luts, hsv_on, blur, median, boxes, *motion_noise)]
         return ticket
 
     def collect(self, tickets) -> list[np.ndarray]:
@@ -102,7 +108,8 @@ class OpenCVCrop:
             raise RuntimeError(f"batch {ticket} has {len(futures)} crops but DALI asked for {len(tickets)}")
         return [f.result() for f in futures]
 
-    def one(self, frame, affine, lut, hsv_on, blur, median, box) -> np.ndarray:
+    def one(self, frame, affine, lut, hsv_on, blur, median, box, motion=None,
+            noise=None) -> np.ndarray:
         import cv2  # noqa: PLC0415 - OpenCV only where it runs (posefeed.pipelines imports without it)
 
         bgr = frame.ndim == 1  # encoded bytes (PNG): decode here, to BGR as OpenCV does
@@ -125,12 +132,33 @@ class OpenCVCrop:
             out = cv2.blur(out, (b, b))
         if m > 1:
             out = cv2.medianBlur(out, m)
+        if motion is not None and motion.any():  # reflect-101 border, as albumentations
+            out = cv2.filter2D(out, -1, np.asarray(motion, dtype=np.float32))
         y, x, h, w = (int(v) for v in box)
         if h > 0 and w > 0:
             out[y:y + h, x:x + w] = 0
+        if noise is not None and noise[0] > 0:
+            out = gauss_noise(out, float(noise[0]), int(noise[1]))
         return out
 
-    def __call__(self, frames, affines, luts, hsv_on, blur, median, boxes):
+    def __call__(self, frames, affines, luts, hsv_on, blur, median, boxes, *motion_noise):
+        args = (frames, affines, luts, hsv_on, blur, median, boxes, *motion_noise)
         if self._closed:
-            return list(map(self.one, frames, affines, luts, hsv_on, blur, median, boxes))
-        return list(self._get_pool().map(self.one, frames, affines, luts, hsv_on, blur, median, boxes))
+            return list(map(self.one, *args))
+        return list(self._get_pool().map(self.one, *args))
+
+
+def gauss_noise(image: np.ndarray, std: float, seed: int) -> np.ndarray:
+    """albumentations ``GaussNoise(per_channel=True)`` with a given ``std`` (uint8 units):
+    ``trunc(clip(image + N(0, std), 0, 255))`` per pixel and channel, the noise from
+    ``cv2.randn`` after ``cv2.setRNGSeed(seed)`` (OpenCV's generator is per thread: the same
+    seed gives the same noise on any thread)."""
+    import cv2  # noqa: PLC0415 - OpenCV only where it runs (posefeed.pipelines imports without it)
+
+    cv2.setRNGSeed(int(seed))
+    noise = np.empty(image.shape, dtype=np.float32)
+    # one channel (a scalar std would only reach the first channel of a 3-channel Mat)
+    cv2.randn(noise.reshape(-1, 1), 0.0, float(std))
+    noise += image
+    np.clip(noise, 0.0, 255.0, out=noise)
+    return noise.astype(np.uint8)

@@ -34,7 +34,8 @@ log = logging.getLogger("posefeed.pipelines")
 FIELDS = ("images", "roi_anchor", "roi_shape", "warp", "crop_affine", "hue", "saturation",
           "value", "hsv_lut", "hsv_on", "blur", "blur_kernel", "blur_size", "median",
           "median_window", "median_kernel", "median_size", "drop_anchor", "drop_shape",
-          "drop_box", "keypoints", "index", "affine")
+          "drop_box", "keypoints", "index", "affine", "motion", "motion_kernel",
+          "motion_filter", "noise", "noise_std", "noise_cv")
 OUTPUTS = FIELDS  # the name before the feed was named
 
 # -- the source ------------------------------------------------------------------------------
@@ -340,6 +341,19 @@ def feed_fields(fields: Sequence[str], images: list | None, rows: np.ndarray, p:
             out["drop_shape"] = box[:, 2:].astype(f32)
         if "drop_box" in need:
             out["drop_box"] = box.astype(i32)
+    if "motion" in need:
+        out["motion"] = p.motion.copy()
+    if "motion_kernel" in need:
+        out["motion_kernel"] = p.motion_kernel
+    if "motion_filter" in need:                       # the OpenCV stage: all zero = off
+        out["motion_filter"] = np.where(p.motion[:, None, None], p.motion_kernel, 0.0).astype(f32)
+    if "noise" in need:
+        out["noise"] = p.noise.copy()
+    if "noise_std" in need:
+        out["noise_std"] = p.noise_std.astype(f32)
+    if "noise_cv" in need:                            # the OpenCV stage: (std, seed), std 0 = off
+        out["noise_cv"] = np.stack([np.where(p.noise, p.noise_std, 0.0),
+                                    p.noise_seed.astype(np.float64)], axis=1)
     if "keypoints" in need:
         out["keypoints"] = p.keypoints
     if "index" in need:

@@ -13,7 +13,6 @@ import torch
 
 from posefeed.integrations.deeplabcut import UnsupportedAugmentation, make_loaders, map_augmentation
 
-LEAVE_OUT = ("motion_blur", "gaussian_noise", "crop_sampling.method", "affine.distribution")
 
 
 def dlc_items(config, mode, transform_key):
@@ -72,20 +71,20 @@ def test_default_recipe_mapping_errors_and_augmented_batches(openfield_config):
 
     dlc = DLCLoader(config=str(openfield_config), shuffle=1, trainset_index=0)
     train_cfg = dict(dlc.model_cfg["data"]["train"])
-    with pytest.raises(UnsupportedAugmentation, match="data.train.motion_blur") as e:
-        make_loaders(openfield_config, device="cpu")
-    assert e.value.option == "motion_blur"
-    with pytest.raises(UnsupportedAugmentation, match="affine.distribution"):
-        map_augmentation(train_cfg, ignore=LEAVE_OUT[:3])
-    with pytest.raises(UnsupportedAugmentation, match="data.train.hflip"):
-        map_augmentation({**train_cfg, "hflip": 0.5}, ignore=LEAVE_OUT)
-    mapped = map_augmentation(train_cfg, ignore=LEAVE_OUT)
+    with pytest.raises(UnsupportedAugmentation, match="data.train.covering") as e:
+        map_augmentation({**train_cfg, "covering": True})
+    assert e.value.option == "covering"
+    with pytest.raises(UnsupportedAugmentation, match="affine.translation"):
+        map_augmentation({**train_cfg, "affine": {**train_cfg["affine"], "translation": 40}})
+    left = map_augmentation({**train_cfg, "covering": True}, ignore=("covering",))
+    assert left.dropped == ["covering"]
+    mapped = map_augmentation(train_cfg)
     assert mapped.input_size == (448, 448) and mapped.config.crop_size == (448, 448)
-    assert mapped.config.rotate_factor == 30 and mapped.config.rotate_prob == 0.5
+    assert mapped.config.rotate_factor == 30 and mapped.config.affine_prob == 0.5
     assert mapped.config.scale_range == pytest.approx((1 / 1.25, 1 / 0.5))
-    assert mapped.dropped == list(LEAVE_OUT)
+    assert mapped.dropped == []
 
-    loaders = make_loaders(openfield_config, device="cpu", ignore=LEAVE_OUT, batch_size=4)
+    loaders = make_loaders(openfield_config, device="cpu", batch_size=4)
     batch = next(iter(loaders.train))
     assert batch["image"].shape == (4, 3, 448, 448)
     labels = {p: r for p, r in dlc_items(openfield_config, "train", "inference")[1].items()}

@@ -15,28 +15,41 @@ and map back to image pixels with the batch's ``affine``. With augmentation off 
 the frame's size, the affine is the identity and the keypoints are the labels exactly (tested
 against DeepLabCut's own dataset).
 
-Augmentation (``data.train`` of pytorch_config.yaml) -> posefeed:
+Augmentation (``data.train`` of pytorch_config.yaml, as DeepLabCut 3.0.2's
+``build_transforms`` builds it with albumentations 1.4.3) -> posefeed's `AugmentConfig`
+(DeepLabCut's default bottom-up recipe maps completely: `AugmentConfig.deeplabcut_default`):
 
 * ``normalize_images: true`` -> posefeed's ImageNet normalisation (the same mean/std on 0..1);
-* ``crop_sampling {width, height, max_shift, method}`` -> the loader's input size and
-  posefeed's keypoint-aware crop (``crop_size``, ``crop_shift = max_shift``; centred on a
-  random labelled keypoint: DeepLabCut's "keypoints" method; "hybrid", "uniform" and
-  "density" also pick other centres, which posefeed does not: an error unless ``ignore``
-  names ``crop_sampling.method``);
-* ``affine {p, rotation, scaling, translation}`` -> rotation bound and scale range with
-  probability ``p``, drawn from posefeed's truncated normal in [-1, 1] (DeepLabCut draws
-  uniformly): an error unless ``ignore`` names ``affine.distribution``; ``translation``
-  must be 0;
-* anything else that is set (``hflip``, ``motion_blur``, ``gaussian_noise``, ``covering``,
-  ``resize``, ``longest_max_size``, ``random_bbox_transform``, ``hist_eq``,
-  ``elastic_transform``, ``grayscale``, ``auto_padding``, ``scale_to_unit_range``,
-  ``top_down_crop``, ``collate``): `UnsupportedAugmentation` naming it, unless ``ignore``
-  names it (then it is left out, and said so in ``loaders.dropped``).
+* ``colormode: RGB`` -> posefeed decodes RGB (anything else raises);
+* ``hflip`` (``true``: p 0.5; a float: p; a dict: ``p`` and ``symmetries``) -> ``flip_prob``;
+  the left/right channels swapped are DeepLabCut's: ``symmetries`` (bodypart index pairs;
+  posefeed swaps them in every individual) or none at all (``A.HorizontalFlip``), never the
+  table's inferred pairs;
+* ``affine {p, rotation, scaling}`` -> ``affine_prob = p`` (default 0.9: one draw for the whole
+  transform), ``rotate_factor = rotation``, the zoom range ``scaling`` as the box scale range
+  ``(1 / hi, 1 / lo)``, ``affine_distribution="uniform"`` (albumentations ``Affine`` draws the
+  angle and the zoom uniformly), about the frame centre; ``translation`` must be 0 (DeepLabCut
+  draws integer pixels: not reproduced);
+* ``crop_sampling {width, height, max_shift, method}`` -> the input size, ``crop_size``,
+  ``crop_shift = max_shift`` (capped at 0.4 as DeepLabCut does), ``crop_sampling = method``
+  (DeepLabCut's ``KeypointAwareCrop`` centre methods "uniform", "keypoints", "density",
+  "hybrid", with its ``PadIfNeeded`` before it);
+* ``motion_blur`` (truthy) -> ``motion_blur_prob = 0.5``, kernels 3, 5, 7 (``MotionBlur(p=0.5)``);
+* ``gaussian_noise`` (a number ``s``; ``true`` is the number 1 to DeepLabCut, anything else
+  non-numeric 12.75) -> ``noise_prob = 0.5``, ``noise_var = (0, s**2)`` (``GaussNoise``, per
+  channel);
+* anything else that is set (``covering``, ``resize``, ``longest_max_size``,
+  ``random_bbox_transform``, ``hist_eq``, ``elastic_transform``, ``grayscale``,
+  ``auto_padding``, ``scale_to_unit_range``, ``top_down_crop``, ``collate``):
+  `UnsupportedAugmentation` naming it, unless ``ignore`` names it (then it is left out, and
+  said so in ``loaders.dropped``).
+
+The order is DeepLabCut's: flip, affine, pad, crop, motion blur, noise, normalise.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -48,11 +61,15 @@ from deeplabcut.utils import auxiliaryfunctions as af
 from posefeed.datasets import load_dlc
 from posefeed.datasets.table import PoseTable
 from posefeed.pipelines import AugmentConfig, PoseLoader
+from posefeed.pipelines.augment import CROP_SAMPLING
 
 log = logging.getLogger("posefeed.integrations")
 
 # data.train keys that posefeed maps (the rest must be unset, or named in ``ignore``)
-MAPPED = ("normalize_images", "crop_sampling", "affine", "colormode")
+MAPPED = ("normalize_images", "crop_sampling", "affine", "colormode", "hflip", "motion_blur",
+          "gaussian_noise")
+#: ``gaussian_noise`` that is not a number: DeepLabCut's std (0.05 * 255)
+DLC_NOISE_STD = 0.05 * 255
 NO_AUGMENTATION = AugmentConfig.none().with_(crop_size=None)
 
 
@@ -73,6 +90,9 @@ class MappedAugmentation:
     config: AugmentConfig
     input_size: tuple[int, int] | None
     dropped: list[str] = field(default_factory=list)
+    #: the channels a flip swaps (DeepLabCut's ``hflip.symmetries``; [] swaps none); None: no
+    #: flip configured (the table's pairs are left alone)
+    flip_pairs: list[tuple[int, int]] | None = None
 
 
 def _is_set(value: Any) -> bool:
@@ -105,28 +125,48 @@ def map_augmentation(train_cfg: dict, ignore: Iterable[str] = ()) -> MappedAugme
     crop = train_cfg.get("crop_sampling")
     if _is_set(crop):
         input_size = (int(crop["width"]), int(crop["height"]))
-        cfg = cfg.with_(crop_size=input_size, crop_shift=float(crop.get("max_shift", 0.1)))
-        if str(crop.get("method", "hybrid")) != "keypoints":
-            unsupported("crop_sampling.method", f"{crop.get('method')!r} also centres crops away "
-                        "from keypoints; posefeed centres them on a random labelled keypoint "
-                        "(DeepLabCut's 'keypoints' method)")
+        method = str(crop.get("method", "hybrid"))
+        if method not in CROP_SAMPLING:
+            unsupported("crop_sampling.method", f"{method!r} is not one of DeepLabCut's "
+                        f"KeypointAwareCrop methods {CROP_SAMPLING}")
+            method = "keypoints"
+        cfg = cfg.with_(crop_size=input_size, crop_shift=float(crop.get("max_shift", 0.4)),
+                        crop_sampling=method)
     affine = train_cfg.get("affine")
-    if _is_set(affine):
-        p = float(affine.get("p", 0.9))
+    if affine is not None:                     # DeepLabCut builds Affine for any mapping
+        affine = dict(affine or {})
         if _is_set(affine.get("translation")):
-            unsupported("affine.translation", "posefeed's frame-mode crops do not translate")
+            unsupported("affine.translation", "DeepLabCut translates by whole pixels drawn "
+                        "uniformly (translate_px); posefeed does not reproduce it")
         rot = affine.get("rotation")
-        if rot is not None:
-            cfg = cfg.with_(rotate_factor=float(rot), rotate_prob=p)
         scaling = affine.get("scaling")
-        if scaling is not None:
-            lo, hi = (float(scaling), float(scaling)) if np.isscalar(scaling) else map(float, scaling)
-            # DeepLabCut scales the image by s before its fixed-size crop: posefeed's box
-            # (the region read) is 1/s of the crop
-            cfg = cfg.with_(scale_range=(1.0 / hi, 1.0 / lo), scale_prob=p)
-        unsupported("affine.distribution", "DeepLabCut draws rotation and scale uniformly; "
-                    "posefeed from a truncated normal over the same range")
-    return MappedAugmentation(cfg, input_size, dropped)
+        if rot is None and scaling is None and affine.get("translation") is None:
+            unsupported("affine", "with no rotation, scaling or translation albumentations "
+                        "uses its own defaults (shear, translation): not reproduced")
+        lo, hi = (1.0, 1.0) if scaling is None else (
+            (float(scaling), float(scaling)) if np.isscalar(scaling) else map(float, scaling))
+        # DeepLabCut zooms the frame by s (uniform in scaling); posefeed's scale is the size
+        # of the region read, 1 / s
+        cfg = cfg.with_(affine_distribution="uniform", affine_prob=float(affine.get("p", 0.9)),
+                        rotate_factor=float(rot or 0.0), rotate_prob=float(affine.get("p", 0.9)),
+                        scale_range=(1.0 / hi, 1.0 / lo), scale_prob=float(affine.get("p", 0.9)))
+    flip_pairs = None
+    hflip = train_cfg.get("hflip")
+    if hflip:                                   # as build_transforms reads it
+        p, flip_pairs = 0.5, []
+        if isinstance(hflip, float):
+            p = hflip
+        elif isinstance(hflip, dict):
+            p = float(hflip.get("p", 0.5))
+            flip_pairs = [(int(a), int(b)) for a, b in hflip.get("symmetries", [])]
+        cfg = cfg.with_(flip_prob=float(p))
+    if train_cfg.get("motion_blur"):
+        cfg = cfg.with_(motion_blur_prob=0.5, motion_blur_sizes=(3, 5, 7))
+    noise = train_cfg.get("gaussian_noise")
+    if noise:
+        std = noise if isinstance(noise, (int, float)) else DLC_NOISE_STD   # (True is 1)
+        cfg = cfg.with_(noise_prob=0.5, noise_var=(0.0, float(std) ** 2))
+    return MappedAugmentation(cfg, input_size, dropped, flip_pairs)
 
 
 def shuffle_tables(dlc_loader: Any) -> tuple[PoseTable, PoseTable]:
@@ -281,6 +321,8 @@ def make_loaders(config: str | Path, shuffle: int = 1, trainingsetindex: int = 0
         mapped = MappedAugmentation(NO_AUGMENTATION, None, [])
     if mapped.dropped:
         log.warning("make_loaders: left out DeepLabCut augmentation %s", ", ".join(mapped.dropped))
+    if mapped.flip_pairs is not None:         # DeepLabCut's symmetries, or none
+        train_table = replace(train_table, flip_pairs=mapped.flip_pairs)
     frame = tuple(int(v) for v in train_table.image_sizes[0])
     size = input_size or mapped.input_size or frame
     bs = int(batch_size or model_cfg["train_settings"]["batch_size"])

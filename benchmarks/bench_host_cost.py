@@ -156,9 +156,11 @@ def feed_conversion(x, batch_size: int, frames: bool = False):
     a dense array); ``frames``: decoded frames, converted as `_placeholder`."""
     from nvidia.dali.external_source import _prep_data_for_feed_input  # noqa: PLC0415
 
+    from nvidia.dali.tensors import TensorListCPU  # noqa: PLC0415
+
     if frames:
         x = _placeholder(x)
-    elif not isinstance(x, list):
+    elif not isinstance(x, (list, TensorListCPU)):   # tensor lists go to DALI as they are
         x = np.asarray(x)
     return _prep_data_for_feed_input(x, batch_size, None)
 
@@ -239,13 +241,15 @@ def _step(loader, graph, codecs, cuda, torch):
         slab.valid[:] = True
         reader = ImageReader(table, frames=slab, ring=BatchRing(slab, b, loader.ring_depth))
         assert len(slab) == n
-    source = BatchSource(table, loader.spec, reader, fields=graph_fields(spec))
+    source = BatchSource(table, loader.spec, reader, fields=graph_fields(spec),
+                         tensor_lists=graph_params(spec))
     split = SplitSource(source, graph_params(spec))
     targets = DenseTargets(codecs, loader.names[4:])
     targets._cupy = StubCuPy
     loader.targets = None
     loader.graph_names = loader.names[:4]
     loader.device = "gpu"
+    loader._zero_copy = True       # the loader's pipelines run DALI's exec_dynamic executor
     loader_mod.TensorListGPU = StubTensorListGPU
     k = table.num_keypoints
     kp_dev = torch.empty((b, 1, k, 3), device="meta")

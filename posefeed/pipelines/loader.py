@@ -18,7 +18,7 @@ from posefeed.pipelines import cache as cache_mod
 from posefeed.pipelines.arguments import check_batches, check_codecs, check_loader_arguments
 from posefeed.pipelines.augment import AugmentConfig, Schedule, as_schedule
 from posefeed.pipelines.graph import (PREFETCH, GraphSpec, build_pipeline, graph_fields,
-                                      output_names)
+                                      graph_params, output_names)
 from posefeed.pipelines.slab import BatchRing, FrameSlab, check_slab_fits
 from posefeed.pipelines.errors import BadImageError, PipelineError  # noqa: F401
 from posefeed.pipelines.images import ImageReader, decode_problem, find_undecodable
@@ -191,7 +191,8 @@ class PoseLoader:
                                schedule=self.schedule, seed=int(seed), shuffle=bool(shuffle),
                                drop_last=bool(drop_last), rank=int(rank), world=int(world),
                                on_bad_image=on_bad_image, roi=self.graph.roi)
-        self.source = BatchSource(table, self.spec, reader, fields=graph_fields(self.graph))
+        self.source = BatchSource(table, self.spec, reader, fields=graph_fields(self.graph),
+                                  tensor_lists=graph_params(self.graph))
         check_batches(len(self.source), num_samples=self.source.num_samples,
                       batch_size=self.batch_size, drop_last=bool(drop_last), world=int(world),
                       mode=mode)
@@ -208,6 +209,8 @@ class PoseLoader:
         #: the pipeline's outputs, in order
         self.graph_names = self.names if self.targets is None else self.names[:4]
         self._pipe = None
+        #: the pipeline's outputs may be used in place (its executor is ``exec_dynamic``)
+        self._zero_copy = False
         self._clean = False
         self._epoch = 0
         self._batch = 0
@@ -363,6 +366,7 @@ class PoseLoader:
                               frames_stream=ring.stream if ring is not None else None)
         pipe.build()
         self._pipe = pipe
+        self._zero_copy = bool(getattr(pipe, "exec_dynamic", False))
         return pipe
 
     def _release(self, pipe) -> None:
@@ -465,7 +469,7 @@ class PoseLoader:
         recycles its ``prefetch_queue_depth`` buffers on the next ``run()``: for it the
         outputs are copied. On the GPU the tensors are ordered on torch's current stream
         (``pipe.run(stream)``); use them there, or make another stream wait for it."""
-        zero_copy = bool(getattr(self._pipe, "exec_dynamic", False))
+        zero_copy = self._zero_copy
         batch: dict[str, torch.Tensor] = {}
         for name, out in zip(self.graph_names, outs):
             if isinstance(out, TensorListGPU):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -71,7 +72,9 @@ class StubTensorListGPU:
 
 
 class StubCuda:
-    """``torch.cuda`` stream calls as no-ops that count host waits."""
+    """``torch.cuda`` stream calls as no-ops that count host waits; and the device cache's
+    gather on ``meta`` frames as one C++ dispatch, like the kernel launch it is on a GPU
+    (`meta_index_select`)."""
 
     def __init__(self):
         self.waits = 0
@@ -98,10 +101,31 @@ class StubCuda:
                             ("is_available", lambda: True),
                             ("synchronize", lambda device=None: stub._wait())):
             stack.enter_context(_setattr(torch.cuda, name, value))
+        stack.enter_context(_setattr(torch, "index_select", meta_index_select(torch.index_select)))
         return stack
 
     def _wait(self):
         self.waits += 1
+
+
+def meta_index_select(index_select):
+    """``torch.index_select`` that, for ``meta`` tensors with ``out=``, checks the shapes in
+    Python and returns ``out``. On meta tensors torch runs ``index_select(out=...)`` through
+    its Python reference implementation (``torch._refs``: ~190 us and ~450 Python calls a
+    batch, all in the feed's thread), which a CUDA tensor does not (one C++ kernel launch);
+    counted with it, the device cache made more calls than the host cache. Other tensors
+    take the real function."""
+
+    def stub(input, dim, index, *, out=None):
+        if out is None or input.device.type != "meta":
+            return index_select(input, dim, index, out=out)
+        want = input.shape[:dim] + index.shape + input.shape[dim + 1:]
+        if tuple(out.shape) != tuple(want) or out.dtype != input.dtype:
+            raise RuntimeError(f"index_select: out {tuple(out.shape)} {out.dtype}, "
+                               f"expected {tuple(want)} {input.dtype}")
+        return out
+
+    return stub
 
 
 @contextlib.contextmanager
@@ -241,8 +265,9 @@ def _step(loader, graph, codecs, cuda, torch):
         slab.valid[:] = True
         reader = ImageReader(table, frames=slab, ring=BatchRing(slab, b, loader.ring_depth))
         assert len(slab) == n
-    source = BatchSource(table, loader.spec, reader, fields=graph_fields(spec),
-                         tensor_lists=graph_params(spec))
+    # the GPU graph's source spec: no ROI decode on the GPU (the CPU loader's spec has it)
+    source = BatchSource(table, dataclasses.replace(loader.spec, roi=spec.roi), reader,
+                         fields=graph_fields(spec), tensor_lists=graph_params(spec))
     split = SplitSource(source, graph_params(spec))
     targets = DenseTargets(codecs, loader.names[4:])
     targets._cupy = StubCuPy

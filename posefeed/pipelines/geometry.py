@@ -38,11 +38,11 @@ def truncated_normal(rng: np.random.Generator, size, low: float = -1.0,
 
 def flip_matrices(flip: np.ndarray, widths: np.ndarray) -> np.ndarray:
     """``(B, 3, 3)``: ``x -> W - 1 - x`` where ``flip`` is set, identity elsewhere."""
-    n = len(flip)
-    m = np.tile(np.eye(3), (n, 1, 1))
     f = np.asarray(flip, dtype=bool)
-    m[f, 0, 0] = -1.0
-    m[f, 0, 2] = np.asarray(widths, dtype=np.float64)[f] - 1.0
+    m = np.zeros((len(f), 3, 3))
+    m[:, 0, 0] = np.where(f, -1.0, 1.0)
+    m[:, 0, 2] = np.where(f, np.asarray(widths, dtype=np.float64) - 1.0, 0.0)
+    m[:, 1, 1] = m[:, 2, 2] = 1.0
     return m
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Sequence
 
 import numpy as np
@@ -165,6 +166,10 @@ class SplitSource:
                  crop_ahead: OpenCVCrop | None = None, crop_fields: Sequence[str] = CROP_INPUTS):
         self.source = source
         self.param_fields = tuple(param_fields)
+        # the parameters as a tuple in one C call (a generator costs a call per field)
+        self._take = (lambda feed: ()) if not self.param_fields else \
+            (lambda feed, get=itemgetter(*self.param_fields): (get(feed),)) \
+            if len(self.param_fields) == 1 else itemgetter(*self.param_fields)
         self.crop_ahead = crop_ahead
         self.crop_fields = tuple(crop_fields)
         self._images: deque = deque()
@@ -177,7 +182,7 @@ class SplitSource:
             ticket = self.crop_ahead.submit(images, *(feed[n] for n in self.crop_fields))
             images = np.full((len(images), 1), ticket, dtype=np.int64)
         self._images.append(images)
-        self._params.append(tuple(feed[n] for n in self.param_fields))
+        self._params.append(self._take(feed))
 
     def images(self):
         if not self._images:

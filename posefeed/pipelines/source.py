@@ -108,6 +108,8 @@ class BatchSource:
         self._flip_perm = flip_permutation(table.num_keypoints, table.flip_pairs)
         self._upper, self._lower = half_body_sets(table.bodyparts)
         self._epoch, self._next = 0, 0
+        #: batches per epoch (read on every call of the feed; `seek` counts them again)
+        self._len = self._count_batches()
         #: ``(sample, replacement, path, why)`` for each sample `batch` replaced last time
         self.last_replaced: list[tuple] = []
         #: replacements of the batches handed to DALI since `seek`, by ``(epoch, batch)``
@@ -124,6 +126,9 @@ class BatchSource:
         return len(self.samples)
 
     def __len__(self) -> int:
+        return self._len
+
+    def _count_batches(self) -> int:
         s = self.spec
         return num_batches(self.num_samples, s.world, s.batch_size, s.drop_last)
 
@@ -140,6 +145,7 @@ class BatchSource:
     def seek(self, epoch: int, batch: int = 0) -> None:
         """Position the stream at ``batch`` of ``epoch`` (drops a prepared batch)."""
         self.cancel()
+        self._len = self._count_batches()
         self._epoch, self._next = int(epoch), int(batch)
         self.recent.clear()
         self.replaced.clear()
@@ -163,8 +169,10 @@ class BatchSource:
         ``(sample, replacement, path, why)`` per replaced sample. Vectorised once every file
         has been checked."""
         images = self.sample_image[ids]
-        for i in np.unique(images[~self.reader.checked[images]]):
-            self.reader.bad_reason(int(i))
+        unchecked = ~self.reader.checked[images]
+        if unchecked.any():
+            for i in np.unique(images[unchecked]):
+                self.reader.bad_reason(int(i))
         if not self.reader.bad[images].any():
             return ids, []
         out = ids.copy()

@@ -39,6 +39,8 @@ class DenseTargets:
             raise ValueError("one name per codec output is needed")
         self._encoders = [c.encoder() for c in self.codecs]
         self._cupy: Any = None
+        #: per ``(B, K)``: what the GPU path allocates for each codec (`_layout`)
+        self._layouts: dict[tuple[int, int], list] = {}
 
     def __call__(self, keypoints: torch.Tensor) -> dict[str, torch.Tensor]:
         if not self.codecs:
@@ -66,20 +68,34 @@ class DenseTargets:
         dev = keypoints.device
         stream = torch.cuda.current_stream(dev)
         b, _, k, _ = keypoints.shape
+        layouts = self._layouts.get((b, k))
+        if layouts is None:
+            layouts = self._layouts[(b, k)] = self._layout(int(b), int(k))
         res: dict[str, torch.Tensor] = {}
-        names = iter(self.names)
+        f32 = torch.float32
         with cp.cuda.Device(dev.index), cp.cuda.ExternalStream(stream.cuda_stream, dev.index):
             kp = cp.from_dlpack(keypoints.contiguous())
-            for codec in self.codecs:
-                shapes = codec.output_shapes(int(b), int(k))
-                if shapes is None:              # a codec without out=: its own arrays
+            for codec, (allocate, entries) in zip(self.codecs, layouts):
+                if not allocate:                # a codec without out=: its own arrays
                     out = codec.encode(kp)
-                    for o in codec.output_names:
-                        res[next(names)] = torch.from_dlpack(out[o])
+                    for key, o, _ in entries:
+                        res[key] = torch.from_dlpack(out[o])
                     continue
-                tensors = {o: torch.empty(shapes[o], dtype=torch.float32, device=dev)
-                           for o in codec.output_names}
-                codec.encode(kp, out={o: cp.from_dlpack(t) for o, t in tensors.items()})
-                for o in codec.output_names:
-                    res[next(names)] = tensors[o]
+                out = {}
+                for key, o, shape in entries:
+                    res[key] = t = torch.empty(shape, dtype=f32, device=dev)
+                    out[o] = cp.from_dlpack(t)
+                codec.encode(kp, out=out)
         return res
+
+    def _layout(self, b: int, k: int) -> list:
+        """For each codec: ``(allocate, [(batch key, output, shape), ...])``; ``allocate``
+        False (shape None) for a codec without ``out=``, which allocates its own outputs."""
+        names = iter(self.names)
+        layouts: list = []
+        for codec in self.codecs:
+            shapes = codec.output_shapes(b, k)
+            layouts.append((shapes is not None,
+                            [(next(names), o, None if shapes is None else tuple(shapes[o]))
+                             for o in codec.output_names]))
+        return layouts

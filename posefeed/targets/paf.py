@@ -7,11 +7,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from posefeed.targets._common import (Array, as_keypoints, dlc_cell_centres, size_pair,
-                                      split_keypoints)
+from posefeed.targets._common import Array, as_keypoints, clean_keypoints, dlc_cell_centres, size_pair
 from posefeed.targets.base import Codec
 
 _BIG = 1.0e7  # px; coordinates and interval ends are clipped here before integer casts
+_SLACK = 2.0 ** -40  # relative margin of the closed-form band ends (see PartAffinityField._cell_parts)
 
 
 class PartAffinityField(Codec):
@@ -82,6 +82,9 @@ class PartAffinityField(Codec):
             raise ValueError(f"width must be positive; got {width!r}")
         self.use_kernel = bool(use_kernel)
         self.grid_x, self.grid_y = dlc_cell_centres(self.heatmap_size, self.stride)
+        self._gxf, self._gyf = self.grid_x.astype(np.float64), self.grid_y.astype(np.float64)
+        # _first[X]: the first column with gx >= X, X = 0 .. max gx + 1 (gx >= 0, integers)
+        self._first = np.searchsorted(self.grid_x, np.arange(int(self.grid_x[-1]) + 2), side="left")
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -121,30 +124,38 @@ class PartAffinityField(Codec):
             dst = None if out is None else self._check_out(xp, out, b, k)["paf"]
             return {"paf": kernels_multi.paf_targets(self, kp, out=dst)}  # writes every element
         shape = self.output_shapes(b, k)["paf"]
+        hw_ = shape[2] * shape[3]
         if out is None:
             paf = xp.zeros(shape, dtype=xp.float32)
         else:
             paf = self._check_out(xp, out, b, k)["paf"]
-            flat = paf.reshape(-1)
             if prev is None:
                 paf.fill(0.0)
-            elif prev.size:
-                flat[prev] = 0.0
-                flat[prev + shape[2] * shape[3]] = 0.0
-        idx, vx, vy = self.cells(kp)
+            else:  # only the previous call's cells are non-zero
+                flat = paf.reshape(-1)
+                for idx in prev:
+                    flat[idx] = 0.0
+                    flat[hw_:][idx] = 0.0
+        parts = self._cell_parts(xp, kp)
         flat = paf.reshape(-1)
-        flat[idx] = vx
-        flat[idx + shape[2] * shape[3]] = vy
+        for idx, vx, vy in parts:  # disjoint sets of cells
+            flat[idx] = vx
+            flat[hw_:][idx] = vy  # channel 2l + 1: the same cell one map further
         if memo is not None:
-            memo["cells"] = idx
+            memo["cells"] = [p[0] for p in parts]
         return {"paf": paf}
 
     def limbs(self, keypoints: Array) -> dict[str, Array]:
         """Per-limb constants, each ``(B, N, L)``: ``ux, uy`` (the float32 unit vector),
         ``lo, hi`` (the limb's extent along ``u``, float32), ``ortho`` (float32
         ``p_y u_x - p_x u_y``), the ends ``x1, y1, x2, y2`` and ``on`` (drawn)."""
-        xp, x, y, v = split_keypoints(keypoints)
-        g = xp.asarray(self.graph)
+        xp, kp = as_keypoints(keypoints)
+        return self._limbs_of(xp, kp)
+
+    def _limbs_of(self, xp: Any, kp: Array) -> dict[str, Array]:
+        """:meth:`limbs` of keypoints `as_keypoints` already validated."""
+        x, y, v = clean_keypoints(xp, kp)
+        g = self.graph if xp is np else xp.asarray(self.graph)
         p, q = g[:, 0], g[:, 1]
         x1, y1, x2, y2 = x[..., p], y[..., p], x[..., q], y[..., q]
         vis = (v[..., p] > 0) & (v[..., q] > 0)
@@ -171,102 +182,173 @@ class PartAffinityField(Codec):
         channel (int64, unique; the ``y`` channel is ``+ H*W``) and the float32 values of
         both channels."""
         xp, kp = as_keypoints(keypoints)
+        parts = self._cell_parts(xp, kp)
+        if len(parts) == 1:
+            return parts[0]
+        return _last_wins(xp, *(xp.concatenate([p[i] for p in parts]) for i in range(3)))
+
+    def _grids(self, xp: Any) -> tuple[Array, Array]:
+        """DLC's grid ``(gx (W,), gy (H,))`` as float64 (exact integers) in ``xp``."""
+        if xp is np:
+            return self._gxf, self._gyf
+        return xp.asarray(self._gxf), xp.asarray(self._gyf)
+
+    def _first_col(self, xp: Any, v: Array) -> Array:
+        """The first column whose (integer) gx is >= the integer-valued float ``v`` (``W``
+        if none): a table lookup (``np.searchsorted`` on the grid, done once)."""
+        t = self._first if xp is np else xp.asarray(self._first)
+        return t[xp.clip(v, 0, t.size - 1).astype(xp.int64)]
+
+    def _cell_parts(self, xp: Any, kp: Array) -> list[tuple[Array, Array, Array]]:
+        """The cells to write, as parts ``(idx, vx, vy)`` (see :meth:`cells`) to be scattered
+        in order: no index repeats within a part; a later part's value wins (DLC's later
+        animal). One part per overlap depth (how many animals' same limb cover one row:
+        usually one or two parts)."""
         b, n, _ = kp.shape[:3]
         L = self.num_limbs
         w, h = self.heatmap_size
         s, wd = self.stride, self.width
         f64 = xp.float64
-        empty = (xp.zeros(0, dtype=xp.int64), xp.zeros(0, dtype=xp.float32), xp.zeros(0, dtype=xp.float32))
+        empty = [(xp.zeros(0, dtype=xp.int64), xp.zeros(0, dtype=xp.float32), xp.zeros(0, dtype=xp.float32))]
         if L == 0:
             return empty
-        lm = self.limbs(kp)
+        lm = self._limbs_of(xp, kp)
         e = xp.flatnonzero(lm["on"].reshape(-1))  # drawn limbs, flat (b, n, l), in DLC's order
         if e.size == 0:
             return empty
-        ux = lm["ux"].reshape(-1)[e].astype(f64)
-        uy = lm["uy"].reshape(-1)[e].astype(f64)
-        lo = lm["lo"].reshape(-1)[e].astype(f64)
-        hi = lm["hi"].reshape(-1)[e].astype(f64)
-        ortho = lm["ortho"].reshape(-1)[e].astype(f64)
-        y1 = xp.clip(lm["y1"].reshape(-1)[e].astype(f64), -_BIG, _BIG)
-        y2 = xp.clip(lm["y2"].reshape(-1)[e].astype(f64), -_BIG, _BIG)
-        gy = xp.asarray(self.grid_y)
-
+        cst = xp.stack([lm[k_] for k_ in ("ux", "uy", "lo", "hi", "ortho", "y1", "y2")]).reshape(7, -1)
+        ux, uy, lo, hi, ortho, y1, y2 = xp.take(cst, e, axis=1).astype(f64)  # exact: float32 values
+        gxf, gyf = self._grids(xp)
+        gmax = float(max(self.grid_x[-1], self.grid_y[-1]))
         # rows the band can reach: gy in [min(y) - w, max(y) + w]; gy_i lies in
         # (i*s + s/2 - 1, i*s + s/2], one row of margin each side
-        r0 = xp.clip(xp.ceil((xp.minimum(y1, y2) - wd - s / 2) / s) - 1, 0, h).astype(xp.int64)
-        r1 = xp.clip(xp.floor((xp.maximum(y1, y2) + wd - s / 2 + 1) / s) + 1, -1, h - 1).astype(xp.int64)
-        nr = xp.maximum(r1 - r0 + 1, 0)
-        pe, row = _expand(xp, r0, nr)  # (limb, row) pairs
-        yy = gy[row].astype(f64)
-        uxp, uyp = ux[pe], uy[pe]
-        # the band's x-interval on this row: lo <= ux x + uy y <= hi and
-        # |(y ux - x uy) - ortho| <= w, each an interval in x unless its coefficient is 0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ta = (lo[pe] - uyp * yy) / uxp
-            tb = (hi[pe] - uyp * yy) / uxp
-            c0 = yy * uxp - ortho[pe]
-            tc = (c0 - wd) / uyp
-            td = (c0 + wd) / uyp
-        inf = xp.inf
-        xa_lo = xp.where(uxp != 0, xp.minimum(ta, tb), -inf)
-        xa_hi = xp.where(uxp != 0, xp.maximum(ta, tb), inf)
-        xc_lo = xp.where(uyp != 0, xp.minimum(tc, td), -inf)
-        xc_hi = xp.where(uyp != 0, xp.maximum(tc, td), inf)
-        xlo = xp.clip(xp.maximum(xa_lo, xc_lo), -2 * s - 2, (w + 2) * s + 2)
-        xhi = xp.clip(xp.minimum(xa_hi, xc_hi), -2 * s - 2, (w + 2) * s + 2)
-        c_lo = xp.clip(xp.ceil((xlo - s / 2) / s) - 1, 0, w).astype(xp.int64)
-        c_hi = xp.clip(xp.floor((xhi - s / 2 + 1) / s) + 1, -1, w - 1).astype(xp.int64)
-        nc = xp.maximum(c_hi - c_lo + 1, 0)
-        # candidate cells as (chunk, C) blocks: each pair's run of columns cut into chunks of
-        # C columns, so the per-pair constants broadcast instead of being gathered per cell
-        # C: a power of two near the mean run length (indices split by shifts, not divisions)
-        C = 1 << int(min(max(2, math.ceil(math.log2(max(float(nc.mean()), 1.0)))), 5)) if nc.size else 4
-        sh = C.bit_length() - 1
-        nch = (nc + (C - 1)) >> sh
-        cp, ci = _expand(xp, xp.zeros_like(nch), nch)  # (pair, chunk index) of each chunk
-        jj = xp.arange(C)
-        start = c_lo[cp] + (ci << sh)
-        cols = start[:, None] + jj  # (chunks, C)
-        valid = jj < (nc[cp] - (ci << sh))[:, None]
-        gx = xp.asarray(self.grid_x, dtype=f64)  # DLC's int grid (exact integers)
-        xg = gx[xp.minimum(cols, w - 1)]
-        uxq, uyq = uxp[cp][:, None], uyp[cp][:, None]
-        yq = yy[cp][:, None]
-        ee = pe[cp]
-        # DLC's tests, term by term (each product of a float32 and an integer is exact;
-        # DLC's "* 1.0" is an exact no-op)
-        along = uxq * xg + uyq * yq
-        across = xp.abs(((yq * uxq - xg * uyq) - ortho[ee][:, None]) / wd)
-        inside = valid & (along >= lo[ee][:, None]) & (along <= hi[ee][:, None]) & (across <= 1)
-        f = xp.flatnonzero(inside)
-        q = f >> sh
-        t = 1.0 - across.reshape(-1)[f]
-        hw_ = h * w
-        le = e[ee]  # flat (b, n, l) of each chunk
-        blc = (le // (n * L)) * L + le % L  # its (b, l) map
-        ck = (blc * hw_ + row[cp] * w)[q] + cols.reshape(-1)[f]  # (b, l) map and cell
-        vx = (uxq[q, 0] * t).astype(xp.float32)
-        vy = (uyq[q, 0] * t).astype(xp.float32)
-        blk = blc[q]
-        if n > 1 and ck.size:
-            # the last animal wins: sort (map and cell, entry) keys -- entries are in
-            # (b, n, l) order, so the last entry of each (b, l, cell) has the highest n
-            m = int(ck.size)
+        ya = xp.clip(xp.minimum(y1, y2), -_BIG, _BIG)
+        yb = xp.clip(xp.maximum(y1, y2), -_BIG, _BIG)
+        r0 = xp.clip(xp.ceil((ya - (wd + s / 2)) / s) - 1, 0, h).astype(xp.int64)
+        r1 = xp.clip(xp.floor((yb + (wd - s / 2 + 1)) / s) + 1, -1, h - 1).astype(xp.int64)
+        pe, row = _expand(xp, r0, xp.maximum(r1 - r0 + 1, 0))  # (limb, row) pairs, limb-major
+        if pe.size == 0:
+            return empty
+        # Each row of a band is one run of columns, solved in closed form; only the cells
+        # within `delta` of the run's ends are tested. Why that is exact: on a row, DLC's
+        # tests at a cell are monotone in its gx. "along" is one rounding of ux*gx + uy*gy
+        # (both products exact in float64: a float32 times an integer), "across" roundings
+        # of (gy*ux - gx*uy) - ortho and of / w; rounding is monotone, so each test holds on
+        # an interval of gx and so does their conjunction. The ends, solved here in float64
+        # (gx = (lo - uy*gy) * (1/ux), ...), lie within ~5 eps * S / |u| of the real ends
+        # (eps = 2^-53, S = 1 + max grid value + w + |lo| + |hi| + |ortho| bounds the
+        # magnitudes), and DLC's rounded tests agree with the real ones except within
+        # ~2 eps * S / |u| of them. So with delta = 2^-40 * S / |u| (> 1000x both together)
+        # a gx more than delta inside both ends passes DLC's tests, one more than delta
+        # outside fails them, and only a gx within delta of an end is tested with DLC's
+        # expressions: none, unless an end falls within ~1e-9 px of a grid value (integer
+        # keypoints on an axis-aligned limb, a keypoint on the map's edge). A component with
+        # |u| < 2^-100 (zero: an axis-aligned limb) is taken as +2^-100: its ends then lie
+        # beyond the map on the side DLC's test puts them (the sign of lo - uy*gy etc. is
+        # exact), or within delta (> 2^60 px) of 0, where every column is tested.
+        tiny = 2.0 ** -100
+        uxe = xp.where(xp.abs(ux) < tiny, tiny, ux)
+        uye = xp.where(xp.abs(uy) < tiny, tiny, uy)
+        S = (1.0 + gmax + wd) + xp.abs(lo) + xp.abs(hi) + xp.abs(ortho)
+        pos_x, pos_y = uxe > 0, uye > 0
+        wds = xp.where(pos_y, wd, -wd)
+        per_limb = xp.stack([
+            ux, uy, ortho, lo, hi,
+            xp.where(pos_x, lo, hi), xp.where(pos_x, hi, lo), 1.0 / uxe, 1.0 / uye,
+            S * _SLACK / xp.abs(uxe), S * _SLACK / xp.abs(uye), wds])
+        (uxp, uyp, orp, lop, hip, a0, a1, iax, iay, da, dc, wdp) = xp.take(per_limb, pe, axis=1)
+        gy = gyf[row]
+        uyy = uyp * gy  # exact
+        yux = gy * uxp  # exact
+        c0 = yux - orp
+        # ends of the along and the across tests on the row (gx), then -+ delta
+        xa0, xa1 = (a0 - uyy) * iax, (a1 - uyy) * iax
+        xc0, xc1 = (c0 - wdp) * iay, (c0 + wdp) * iay
+        lim = xp.stack([xp.maximum(xa0 - da, xc0 - dc), xp.minimum(xa1 - da, xc1 - dc),
+                        xp.maximum(xa0 + da, xc0 + dc), xp.minimum(xa1 + da, xc1 + dc)])
+        xp.clip(lim, -1.0, gmax + 2.0, out=lim)
+        ja, jc = self._first_col(xp, xp.ceil(lim[:2]))  # first gx >= lower end - delta / upper - delta
+        jb, jd = self._first_col(xp, xp.floor(lim[2:]) + 1)  # first gx > lower end + delta / upper + delta
+        s1 = xp.maximum(jc, jb)
+        # runs of columns (pair, first column, count): the sure [jb, s1), then the tested
+        # cells of [ja, jb) and [s1, jd) that pass DLC's tests
+        rp = xp.arange(pe.size, dtype=xp.int64)
+        rs, rn = jb, s1 - jb
+        nt1, nt2 = xp.maximum(jb - ja, 0), xp.maximum(jd - s1, 0)
+        if int(nt1.sum() + nt2.sum()):
+            tq, tcol = _expand(xp, xp.concatenate([ja, s1]), xp.concatenate([nt1, nt2]))
+            tq = tq % pe.size
+            xg = gxf[tcol]
+            along = uxp[tq] * xg + uyy[tq]
+            across = xp.abs(((yux[tq] - xg * uyp[tq]) - orp[tq]) / wd)
+            keep = xp.flatnonzero((along >= lop[tq]) & (along <= hip[tq]) & (across <= 1))
+            rp = xp.concatenate([rp, tq[keep]])
+            rs = xp.concatenate([rs, tcol[keep]])
+            rn = xp.concatenate([rn, xp.ones(keep.size, dtype=xp.int64)])
+        le = e[pe]  # flat (b, n, l) of each pair
+        bl = (le // (n * L)) * L + le % L  # its (b, l)
+        key = bl * h + row  # its map row
+        base = key * (2 * w) - row * w  # flat index of (b, channel 2l, row, column 0)
+        depth = 1
+        if n > 1:
+            # overlap depth: the rank of each pair among the pairs of its map row (the same
+            # limb of the animals before it reaching that row). Pairs are limb-major in
+            # DLC's (b, n, l) order, so a stable sort by map row ranks them by animal.
+            m = int(pe.size)
             eb = max(1, (m - 1).bit_length())
-            if (b * L * hw_) << eb < 2 ** 62:
-                srt = xp.sort((ck << eb) + xp.arange(m))
-                sk, order = srt >> eb, srt & ((1 << eb) - 1)
-            else:  # pragma: no cover - keys too large to pack
-                order = xp.argsort(ck, kind="stable")
-                sk = ck[order]
-            last = xp.ones(m, dtype=bool)
-            last[:-1] = sk[1:] != sk[:-1]
-            win = order[last]
-            ck, vx, vy, blk = sk[last], vx[win], vy[win], blk[win]
-        # channel 2l of sample b: the (b, l) map index times 2
-        idx = ck + blk * hw_
-        return idx.astype(xp.int64), vx, vy
+            srt = xp.sort((key << eb) + rp[:m])
+            ks, order = srt >> eb, srt & ((1 << eb) - 1)
+            first = xp.ones(m, dtype=bool)
+            first[1:] = ks[1:] != ks[:-1]
+            start = xp.flatnonzero(first)
+            gid = xp.cumsum(first) - 1
+            rank = xp.empty(m, dtype=xp.int64)
+            rank[order] = xp.arange(m, dtype=xp.int64) - start[gid]
+            depth = int(rank.max()) + 1
+        fc = xp.stack([uxp, uyp, yux - orp])
+        if depth == 1:
+            return [self._run_values(xp, rp, rs, rn, base, fc, gxf)]
+        # runs by depth: within one depth no cell repeats (one pair per map row); each
+        # depth's part is scattered after the one below, so the later animal wins
+        rr = rank[rp]
+        o = xp.argsort(rr)
+        rp, rs, rn = rp[o], rs[o], rn[o]
+        idx, vx, vy = self._run_values(xp, rp, rs, rn, base, fc, gxf)
+        cuts = xp.cumsum(xp.bincount(rr[o], weights=rn, minlength=depth))  # cells per depth
+        bounds = [0] + [int(c) for c in cuts.tolist()]
+        return [(idx[a:z], vx[a:z], vy[a:z]) for a, z in zip(bounds[:-1], bounds[1:]) if z > a]
+
+    def _run_values(self, xp: Any, rp: Array, rs: Array, rn: Array, base: Array, fc: Array,
+                    gxf: Array) -> tuple[Array, Array, Array]:
+        """Cells and values of column runs (pair ``rp``, first column ``rs``, count ``rn``),
+        in run order. ``fc``: per pair ``ux, uy, gy*ux - ortho``. DLC's float64 across
+        ``((gy*ux - gx*uy) - ortho) / w`` is computed as ``((gy*ux - ortho) - gx*uy) / w``:
+        the same value, because both sums are exact (every term is a multiple of the
+        smallest ulp among ``ux``, ``uy``, ``ortho`` (float32) and the sums stay below 2^53
+        of it: whenever those are 0 or >= 2^-20 in magnitude and the map < 2^13 px, i.e.
+        every real limb; otherwise the float32 values may differ by one ulp)."""
+        total = int(rn.sum()) if rn.size else 0
+        if total == 0:
+            return xp.zeros(0, dtype=xp.int64), xp.zeros(0, dtype=xp.float32), xp.zeros(0, dtype=xp.float32)
+        ends = xp.cumsum(rn)
+        first = ends - rn
+        rep = _repeater(xp, rn, ends, total)
+        off = rep(xp.stack([first - rs, xp.take(base, rp) + rs - first]))  # (2, cells)
+        cols = xp.arange(total, dtype=xp.int64)
+        idx = cols + off[1]
+        cols -= off[0]
+        ux, uy, c = rep(xp.take(fc, rp, axis=1))  # (3, cells) float64
+        a = gxf[cols]
+        xp.multiply(a, uy, out=a)  # gx*uy (exact)
+        xp.subtract(c, a, out=a)  # (gy*ux - ortho) - gx*uy
+        xp.divide(a, self.width, out=a)
+        xp.abs(a, out=a)
+        xp.subtract(1.0, a, out=a)  # t = 1 - |across|
+        vx = xp.empty(total, dtype=xp.float32)
+        vy = xp.empty(total, dtype=xp.float32)
+        xp.multiply(ux, a, out=vx, casting="unsafe")  # float64 product, rounded once
+        xp.multiply(uy, a, out=vy, casting="unsafe")
+        return idx, vx, vy
 
     # ------------------------------------------------------------------ decode
     def decode(self, *outputs: Any) -> tuple[Any, Any]:
@@ -291,3 +373,30 @@ def _expand(xp: Any, start: Array, count: Array) -> tuple[Array, Array]:
     first = ends - count  # index of each range's first element
     value = xp.arange(total, dtype=xp.int64) - first[owner] + start.astype(xp.int64)[owner]
     return owner, value
+
+
+def _repeater(xp: Any, count: Array, ends: Array, total: int) -> Any:
+    """``rep(a)``: ``a[..., i]`` repeated ``count[i]`` times along the last axis (``ends`` =
+    ``cumsum(count)``, ``total`` its last value). NumPy: ``np.repeat``; CuPy (whose
+    ``repeat`` takes no array of counts): a gather by each element's owner."""
+    if xp is np:
+        return lambda a: np.repeat(a, count, axis=-1)
+    owner = xp.searchsorted(ends, xp.arange(total, dtype=xp.int64), side="right")
+    return lambda a: a[..., owner]
+
+
+def _last_wins(xp: Any, idx: Array, vx: Array, vy: Array) -> tuple[Array, Array, Array]:
+    """Keep, of equal ``idx``, the last entry (entries are in DLC's visiting order: a later
+    animal's cell comes after an earlier one's)."""
+    m = int(idx.size)
+    eb = max(1, (m - 1).bit_length())
+    if int(idx.max()) < 2 ** (62 - eb):
+        srt = xp.sort((idx << eb) + xp.arange(m, dtype=xp.int64))
+        sk, order = srt >> eb, srt & ((1 << eb) - 1)
+    else:  # pragma: no cover - keys too large to pack
+        order = xp.argsort(idx, kind="stable")
+        sk = idx[order]
+    last = xp.ones(m, dtype=bool)
+    last[:-1] = sk[1:] != sk[:-1]
+    win = order[last]
+    return sk[last], vx[win], vy[win]

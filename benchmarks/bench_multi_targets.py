@@ -16,9 +16,13 @@ their outputs to ``torch.tensor`` -- so on a machine shared with other work CPU 
 fairer clock), with ``uptime``'s load. Outputs are checked (max abs difference, printed)
 on every batch.
 
-posefeed is timed as ``encode(kp)`` (fresh arrays, then ``torch.from_numpy``) and as
-``codec.encoder()`` (kept buffers, rewriting only the previous call's cells: what the DALI
-adapter runs on the CPU).
+posefeed is timed as its drop-in generators (``posefeed.integrations.dlc_multi``:
+``PAFTargets`` / ``DEKRTargets``, what ``PosefeedPartAffinityFieldGenerator`` /
+``PosefeedDEKRGenerator`` run) called exactly as DeepLabCut's (``gen(stride, outputs,
+labels)`` with torch labels, torch targets out): with their default ``reuse_buffers`` (kept
+arrays, only the previous call's cells rewritten; also what the DALI adapter's
+``codec.encoder()`` does) and with ``reuse_buffers=False`` (new arrays every call, as
+DeepLabCut allocates).
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ import time
 import numpy as np
 import torch
 
-from posefeed.targets import DEKR, PartAffinityField
+from posefeed.integrations.dlc_multi import DEKRTargets, PAFTargets
 from posefeed.targets.dekr import add_centers, keypoint_areas
 
 B, N, K = 8, 3, 12
@@ -61,16 +65,12 @@ def load() -> str:
     return "load average %.2f, %.2f, %.2f" % os.getloadavg()
 
 
-def run_case(name: str, dlc_call, ours, check, data: list[np.ndarray], repeats: int) -> dict:
-    enc = ours.encoder()
-    variants = {
-        "DeepLabCut": lambda kp: dlc_call(kp),
-        "encode()": lambda kp: {k: torch.from_numpy(v) for k, v in ours.encode(kp).items()},
-        "encoder()": lambda kp: {k: torch.from_numpy(v) for k, v in enc.encode_shared(kp).items()},
-    }
+def run_case(name: str, dlc_call, kept_call, fresh_call, check, data: list[np.ndarray], repeats: int) -> dict:
+    variants = {"DeepLabCut": dlc_call, "kept": kept_call, "fresh": fresh_call}
     worst = 0.0
-    for kp in data:  # warm-up and check
-        worst = max(worst, check(dlc_call(kp), ours.encode(kp)), check(dlc_call(kp), enc(kp)))
+    for kp in data:  # warm-up and check (DeepLabCut's output dict against each drop-in's)
+        ref = dlc_call(kp)
+        worst = max(worst, check(ref, fresh_call(kp)), check(ref, kept_call(kp)))
     times: dict[str, list[float]] = {v: [] for v in variants}
     i = 0
     for _ in range(repeats):
@@ -82,8 +82,8 @@ def run_case(name: str, dlc_call, ours, check, data: list[np.ndarray], repeats: 
             times[v].append(time.process_time() - t)
             del out
     med = {v: statistics.median(t) * 1e3 for v, t in times.items()}
-    print(f"| {name} | {med['DeepLabCut']:.1f} ms | {med['encode()']:.2f} ms | {med['encoder()']:.2f} ms | "
-          f"{med['DeepLabCut'] / med['encode()']:.0f}x / **{med['DeepLabCut'] / med['encoder()']:.0f}x** | "
+    print(f"| {name} | {med['DeepLabCut']:.1f} ms | {med['kept']:.2f} ms | {med['fresh']:.2f} ms | "
+          f"**{med['DeepLabCut'] / med['kept']:.0f}x** / {med['DeepLabCut'] / med['fresh']:.0f}x | "
           f"{worst:.1e} |", flush=True)
     return med
 
@@ -100,7 +100,8 @@ def main() -> None:
 
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {load()}")
-    print("| case | DeepLabCut 3.0.2 | posefeed `encode()` | posefeed `encoder()` | speed-up | max abs diff |")
+    print("| case | DeepLabCut 3.0.2 | posefeed drop-in (kept buffers, default) | posefeed drop-in "
+          "(`reuse_buffers=False`) | speed-up (kept / new) | max abs diff |")
     print("|---|---:|---:|---:|---:|---:|")
     data = batches(0)
     for stride in (8, 2):
@@ -112,30 +113,40 @@ def main() -> None:
             return gen(stride, outs, {"keypoints": torch.from_numpy(kp)})
 
         def check_paf(ref, got):
-            return float((ref["paf"]["target"] - torch.tensor(np.asarray(got["paf"]))).abs().max())
+            return float((ref["paf"]["target"] - got["paf"]["target"]).abs().max())
+
+        def ours_paf(gen_ours, outs=outs, stride=stride):
+            return lambda kp: gen_ours(stride, outs, {"keypoints": torch.from_numpy(kp)})
 
         run_case(f"PAF, {B} x {N} x {K}, {len(GRAPH)} limbs, {size}x{size} (stride {stride})", dlc_paf,
-                 PartAffinityField(GRAPH, stride=stride, heatmap_size=(size, size)), check_paf, data,
-                 args.repeats)
+                 ours_paf(PAFTargets(GRAPH, 20.0)), ours_paf(PAFTargets(GRAPH, 20.0, reuse_buffers=False)),
+                 check_paf, data, args.repeats)
     for stride in (4, 2):
         size = int(512 / stride)
         gen = DEKRGenerator(K, 17, 0.1)
         outs = {"heatmap": torch.zeros(B, K + 1, size, size), "offset": torch.zeros(B, 2 * K, size, size)}
 
-        def dlc_dekr(kp, gen=gen, outs=outs, stride=stride):
+        def dekr_labels(kp):  # what DeepLabCut's dataset hands its generator: centres appended, areas
             x, y, v = kp[..., 0], kp[..., 1], kp[..., 2]
-            area = keypoint_areas(np, x, y, v)
             cx, cy, cv = add_centers(np, x, y, v)
-            full = np.stack([cx, cy, cv], axis=-1)
-            return gen(stride, outs, {"keypoints": torch.from_numpy(full), "area": torch.from_numpy(area)})
+            return {"keypoints": torch.from_numpy(np.stack([cx, cy, cv], axis=-1)),
+                    "area": torch.from_numpy(keypoint_areas(np, x, y, v))}
+
+        labs = {id(kp): dekr_labels(kp) for kp in data}  # built once: not part of either's cost
+
+        def dlc_dekr(kp, gen=gen, outs=outs, stride=stride):
+            return gen(stride, outs, labs[id(kp)])
+
+        def ours_dekr(gen_ours, outs=outs, stride=stride):
+            return lambda kp: gen_ours(stride, outs, labs[id(kp)])
 
         def check_dekr(ref, got):
-            pairs = [("heatmap", "target", "heatmap"), ("heatmap", "weights", "heatmap_weight"),
-                     ("offset", "target", "offset"), ("offset", "weights", "offset_weight")]
-            return max(float((ref[h][f] - torch.tensor(np.asarray(got[o]))).abs().max()) for h, f, o in pairs)
+            return max(float((ref[h][f] - got[h][f]).abs().max()) for h in ("heatmap", "offset")
+                       for f in ("target", "weights"))
 
         run_case(f"DEKR, {B} x {N} x {K}, {K + 1} maps {size}x{size} (stride {stride})", dlc_dekr,
-                 DEKR(K, stride=stride, heatmap_size=(size, size)), check_dekr, data, args.repeats)
+                 ours_dekr(DEKRTargets(K, 17, 0.1)), ours_dekr(DEKRTargets(K, 17, 0.1, reuse_buffers=False)),
+                 check_dekr, data, args.repeats)
     print(f"# after: {load()}")
 
 

@@ -48,3 +48,35 @@ def test_dekr_targets_dict_and_values():
         np.testing.assert_allclose(got[name].numpy(), want, atol=1e-6, rtol=0, err_msg=name)
     with pytest.raises(ValueError, match="6 keypoints per animal"):
         gen(4, outputs, {"keypoints": torch.from_numpy(kp[:, :, :5]), "area": torch.from_numpy(area)})
+
+
+def test_reused_buffers_hold_each_calls_targets_only():
+    # the default keeps one set of arrays per shape and clears only the previous call's
+    # cells: consecutive different batches must each equal the oracle, and the tensors
+    # share memory between calls; reuse_buffers=False gives new tensors with the same values
+    graph = [[0, 1], [1, 2], [2, 3], [3, 4], [0, 4]]
+    kept, fresh = PAFTargets(graph, width=6.0), PAFTargets(graph, width=6.0, reuse_buffers=False)
+    outputs = {"heatmap": torch.zeros(2, 5, 12, 16), "paf": torch.zeros(2, 10, 12, 16)}
+    seen = []
+    for seed in (3, 4, 5):
+        kp = labels(seed)
+        want = paf_loop(kp, graph, 4, (16, 12), 6.0)
+        t = kept(4, outputs, {"keypoints": torch.from_numpy(kp)})["paf"]["target"]
+        np.testing.assert_array_equal(t.numpy(), want)
+        np.testing.assert_array_equal(fresh(4, outputs, {"keypoints": torch.from_numpy(kp)})["paf"]["target"].numpy(),
+                                      want)
+        seen.append(t)
+    assert seen[0].data_ptr() == seen[2].data_ptr()
+    dk, df = DEKRTargets(5, 17), DEKRTargets(5, 17, reuse_buffers=False)
+    outputs = {"heatmap": torch.zeros(2, 6, 12, 16), "offset": torch.zeros(2, 10, 12, 16)}
+    for seed, area in ((6, [[100, 400, 100], [64, 64, 900]]), (7, [[900, 25, 100], [400, 64, 9]])):
+        kp = dekr_centers(labels(seed))
+        a = np.asarray(area, np.float32)
+        lab = {"keypoints": torch.from_numpy(kp), "area": torch.from_numpy(a)}
+        ref = dekr_loop(kp, a, 4, (16, 12))
+        for gen in (dk, df):
+            out = gen(4, outputs, lab)
+            got = {"heatmap": out["heatmap"]["target"], "heatmap_weight": out["heatmap"]["weights"],
+                   "offset": out["offset"]["target"], "offset_weight": out["offset"]["weights"]}
+            for name, want in ref.items():
+                np.testing.assert_allclose(got[name].numpy(), want, atol=1e-6, rtol=0, err_msg=name)

@@ -52,12 +52,13 @@ class Codec(ABC):
     def decode(self, *outputs: Any) -> tuple[Any, Any]:
         """Model outputs -> ``keypoints (B, K, 2)`` in input pixels and ``scores (B, K)``."""
 
-    def _encode_reusing(self, keypoints: Array, out: dict[str, Array], memo: dict) -> dict[str, Array]:
+    def _encode_reusing(self, keypoints: Array, out: dict[str, Array], memo: dict,
+                        **inputs: Any) -> dict[str, Array]:
         """Encode into ``out``, which holds exactly what the previous call with the same
         ``memo`` wrote (``memo`` empty: unknown contents). Codecs whose outputs are sparse
         override this to rewrite only what changed and record what they wrote in ``memo``;
         the default writes everything."""
-        return self.encode(keypoints, out=out)
+        return self.encode(keypoints, out=out, **inputs)
 
     def _check_out(self, xp: Any, out: Mapping[str, Array], b: int, k: int) -> dict[str, Array]:
         """Validate caller buffers for ``encode(out=...)``; returns them as a dict."""
@@ -168,18 +169,19 @@ class BufferedEncoder:
         self._sets.move_to_end(key)
         return entry
 
-    def encode_shared(self, keypoints: Array) -> dict[str, Array]:
+    def encode_shared(self, keypoints: Array, **inputs: Any) -> dict[str, Array]:
         """Like ``__call__`` but returns the writable buffers themselves. Whoever writes into
-        them must call :meth:`forget` (else the next call may leave stale cells)."""
+        them must call :meth:`forget` (else the next call may leave stale cells). ``inputs``:
+        the codec's further ``encode`` inputs (DEKR's ``area``), passed on when given."""
         xp = array_module(keypoints)
         kp = xp.asarray(keypoints, dtype=xp.float32)
         if kp.ndim != 4 or kp.shape[-1] != 3:
             raise ValueError(f"keypoints must be (B, N, K, 3) (x, y, v); got shape {tuple(kp.shape)}")
         entry = self._get(xp, kp)
         if entry is None:  # the codec does not write into buffers
-            return self.codec.encode(kp)
+            return self.codec.encode(kp, **inputs)
         bufs, memo = entry
-        return self.codec._encode_reusing(kp, bufs, memo)
+        return self.codec._encode_reusing(kp, bufs, memo, **inputs)
 
     def forget(self) -> None:
         """Forget what was written (the next call rewrites every element)."""

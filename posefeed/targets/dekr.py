@@ -151,8 +151,9 @@ class DEKR(Codec):
         array module). ``out``: arrays to write into (every element is written)."""
         return self._encode(keypoints, out, area, None)
 
-    def _encode_reusing(self, keypoints: Array, out: dict[str, Array], memo: dict) -> dict[str, Array]:
-        return self._encode(keypoints, out, None, memo)
+    def _encode_reusing(self, keypoints: Array, out: dict[str, Array], memo: dict,
+                        area: Array | None = None) -> dict[str, Array]:
+        return self._encode(keypoints, out, area, memo)
 
     def _encode(self, keypoints: Array, out: Mapping[str, Array] | None, area: Array | None,
                 memo: dict | None) -> dict[str, Array]:

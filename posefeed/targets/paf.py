@@ -2,7 +2,6 @@
 no Python loop over batch, animal, limb or pixel."""
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -220,13 +219,16 @@ class PartAffinityField(Codec):
         ux, uy, lo, hi, ortho, y1, y2 = xp.take(cst, e, axis=1).astype(f64)  # exact: float32 values
         gxf, gyf = self._grids(xp)
         gmax = float(max(self.grid_x[-1], self.grid_y[-1]))
-        # rows the band can reach: gy in [min(y) - w, max(y) + w]; gy_i lies in
-        # (i*s + s/2 - 1, i*s + s/2], one row of margin each side
-        ya = xp.clip(xp.minimum(y1, y2), -_BIG, _BIG)
-        yb = xp.clip(xp.maximum(y1, y2), -_BIG, _BIG)
-        r0 = xp.clip(xp.ceil((ya - (wd + s / 2)) / s) - 1, 0, h).astype(xp.int64)
-        r1 = xp.clip(xp.floor((yb + (wd - s / 2 + 1)) / s) + 1, -1, h - 1).astype(xp.int64)
-        pe, row = _expand(xp, r0, xp.maximum(r1 - r0 + 1, 0))  # (limb, row) pairs, limb-major
+        # rows the band can reach: a band point is an end + a*u + c*(-uy, ux) with |c| <= w,
+        # so gy lies in [min(y) - w|ux|, max(y) + w|ux|] (+ 1e-6 px for DLC's rounding);
+        # gy_i lies in (i*s + s/2 - 1, i*s + s/2], one row of margin each side
+        reach = wd * xp.abs(ux) + 1e-6
+        ya = xp.clip(xp.minimum(y1, y2) - reach, -_BIG, _BIG)
+        yb = xp.clip(xp.maximum(y1, y2) + reach, -_BIG, _BIG)
+        r0 = xp.clip(xp.ceil((ya - s / 2) / s) - 1, 0, h).astype(xp.int64)
+        r1 = xp.clip(xp.floor((yb + (1 - s / 2)) / s) + 1, -1, h - 1).astype(xp.int64)
+        nr = xp.maximum(r1 - r0 + 1, 0)
+        pe, row = _expand(xp, r0, nr)  # (limb, row) pairs, limb-major
         if pe.size == 0:
             return empty
         # Each row of a band is one run of columns, solved in closed form; only the cells
@@ -256,7 +258,8 @@ class PartAffinityField(Codec):
             ux, uy, ortho, lo, hi,
             xp.where(pos_x, lo, hi), xp.where(pos_x, hi, lo), 1.0 / uxe, 1.0 / uye,
             S * _SLACK / xp.abs(uxe), S * _SLACK / xp.abs(uye), wds])
-        (uxp, uyp, orp, lop, hip, a0, a1, iax, iay, da, dc, wdp) = xp.take(per_limb, pe, axis=1)
+        pair = np.repeat(per_limb, nr, axis=1) if xp is np else xp.take(per_limb, pe, axis=1)
+        (uxp, uyp, orp, lop, hip, a0, a1, iax, iay, da, dc, wdp) = pair
         gy = gyf[row]
         uyy = uyp * gy  # exact
         yux = gy * uxp  # exact
@@ -264,11 +267,11 @@ class PartAffinityField(Codec):
         # ends of the along and the across tests on the row (gx), then -+ delta
         xa0, xa1 = (a0 - uyy) * iax, (a1 - uyy) * iax
         xc0, xc1 = (c0 - wdp) * iay, (c0 + wdp) * iay
-        lim = xp.stack([xp.maximum(xa0 - da, xc0 - dc), xp.minimum(xa1 - da, xc1 - dc),
-                        xp.maximum(xa0 + da, xc0 + dc), xp.minimum(xa1 + da, xc1 + dc)])
-        xp.clip(lim, -1.0, gmax + 2.0, out=lim)
-        ja, jc = self._first_col(xp, xp.ceil(lim[:2]))  # first gx >= lower end - delta / upper - delta
-        jb, jd = self._first_col(xp, xp.floor(lim[2:]) + 1)  # first gx > lower end + delta / upper + delta
+        # (finite: |1/u| <= 2^100) first gx >= lower end - delta, >= upper end - delta, then
+        # first gx > lower end + delta, > upper end + delta
+        lim = xp.stack([xp.ceil(xp.maximum(xa0 - da, xc0 - dc)), xp.ceil(xp.minimum(xa1 - da, xc1 - dc)),
+                        xp.floor(xp.maximum(xa0 + da, xc0 + dc)) + 1, xp.floor(xp.minimum(xa1 + da, xc1 + dc)) + 1])
+        ja, jc, jb, jd = self._first_col(xp, lim)
         s1 = xp.maximum(jc, jb)
         # runs of columns (pair, first column, count): the sure [jb, s1), then the tested
         # cells of [ja, jb) and [s1, jd) that pass DLC's tests

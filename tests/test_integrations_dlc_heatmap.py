@@ -185,3 +185,80 @@ def test_property_matches_loop(seed, n, k, stride, thresh, mode, gm):
         kp[..., :2] = np.round(kp[..., :2] * 2) / 2     # half-pixel coordinates hit the threshold exactly
         assert_matches(call(gen, kp, stride, hw),
                        dlc_heatmap_loop(kp, stride, hw, k, mode, pos_dist_thresh=thresh, gradient_masking=gm))
+
+
+def test_gaussian_window_drops_only_values_below_the_bound():
+    # the Gaussian is written only within R = sigma sqrt(2 ln(1/GAUSS_EPS)) px of each keypoint
+    # (per axis, plus a cell): on maps much larger than the window every value left out is
+    # < GAUSS_EPS, so is every difference (also where another member's window ends), values
+    # >= GAUSS_EPS are exact, and the worst case (keypoints on a row of centres, swept over a
+    # stride, so some centre lies just beyond the window) comes near the bound
+    from posefeed.integrations.dlc_heatmap import GAUSS_EPS
+    rng = np.random.default_rng(11)
+    for stride, hw, worst in ((2, (121, 161), 0.3), (4, (61, 81), 0.1), (3, (70, 90), 0.1)):
+        sweep = np.zeros((2, 1, 21, 3), np.float32)
+        sweep[:, 0, :, 0] = 100 + np.linspace(0, stride, 21)
+        sweep[:, 0, :, 1] = (hw[0] // 2) * stride + stride // 2     # a row of centres: dy = 0
+        sweep[..., 2] = 2
+        rand = random_keypoints(rng, 2, 2, 21, stride, hw, vis=(2,))
+        rand[1, 1, :, :2] = rand[1, 0, :, :2] + rng.normal(0, 20, (21, 2))   # overlapping windows
+        for kp in (sweep, rand):
+            ref = dlc_heatmap_loop(kp, stride, hw, 21)
+            for reuse in (True, False):
+                gen = DLCHeatmapTargets(21, 17, reuse_buffers=reuse)
+                call(gen, random_keypoints(rng, 2, kp.shape[1], 21, stride, hw), stride, hw)  # to clear
+                got = call(gen, kp, stride, hw)
+                hm, rhm = got["heatmap"]["target"].numpy().astype(np.float64), ref["heatmap"]["target"]
+                dropped = (hm == 0) & (rhm > 0)
+                assert dropped.mean() > 0.2    # the window crops much of the map (the rest underflows)
+                assert rhm[dropped].max() < GAUSS_EPS and np.abs(hm - rhm).max() < GAUSS_EPS
+                if kp is sweep:
+                    assert rhm[dropped].max() > worst * GAUSS_EPS
+                big = hm >= GAUSS_EPS   # a dropped term (< GAUSS_EPS) cannot be the max there
+                np.testing.assert_allclose(hm[big], rhm[big], rtol=1e-6, atol=0)
+                assert_matches(got, ref)                    # and the other outputs to 1e-6
+
+
+def test_nan_coordinates_follow_dlc():
+    # DeepLabCut's real batches carry NaN coordinates with v <= 0 (nothing drawn); a visible
+    # NaN keypoint makes DeepLabCut's whole heatmap and locref NaN (np.maximum, dx = NaN)
+    rng = np.random.default_rng(2)
+    hw = (40, 50)
+    gen = DLCHeatmapTargets(4, 17)
+    kp = random_keypoints(rng, 2, 2, 4, 4, hw)
+    kp[0, 0, :2, :2] = np.nan
+    kp[0, 0, :2, 2] = [0, -1]
+    assert_matches(call(gen, kp, 4, hw), dlc_heatmap_loop(kp, 4, hw, 4))
+    kp2 = kp.copy()
+    kp2[1, 1, 3] = [np.nan, 20.0, 2.0]                 # visible NaN: the maps are written whole
+    out = call(gen, kp2, 4, hw)
+    assert np.isnan(out["heatmap"]["target"][1, 3].numpy()).all()
+    assert_matches(out, dlc_heatmap_loop(kp2, 4, hw, 4))
+    assert_matches(call(gen, kp, 4, hw), dlc_heatmap_loop(kp, 4, hw, 4))   # and cleared again
+
+
+def test_window_runs_fallback_writes_the_same(monkeypatch):
+    # should a torch version refuse in-place indexing of the overlapping runs view, the
+    # cell-by-cell fallback does the same writes
+    import posefeed.integrations.dlc_heatmap as mod
+
+    class Refusing:
+        def __init__(self, view):
+            self.view = view
+
+        def index_copy_(self, *a):
+            raise RuntimeError("unsupported operation: more than one element of the written-to tensor")
+
+        index_fill_ = index_copy_
+
+        def index_select(self, *a):
+            return self.view.index_select(*a)
+
+    real = mod._runs
+    monkeypatch.setattr(mod, "_runs", lambda flat, span: Refusing(real(flat, span)))
+    rng = np.random.default_rng(4)
+    hw = (60, 80)
+    gen = DLCHeatmapTargets(3, 17)
+    for _ in range(2):
+        kp = random_keypoints(rng, 2, 2, 3, 2, hw)
+        assert_matches(call(gen, kp, 2, hw), dlc_heatmap_loop(kp, 2, hw, 3))

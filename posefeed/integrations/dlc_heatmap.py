@@ -35,10 +35,15 @@ float32, "weights": (B, C, H, W) float32}, "locref": {"target": (B, 2C, H, W) fl
 "weights": (B, 2C, H, W) int64}}`` (no ``"locref"`` without ``generate_locref``).
 
 Values: the Gaussian map is the outer product of per-axis float32 exponentials (DeepLabCut
-takes one float64 ``exp`` per cell): equal to within a few float32 ulps (< 1e-6 absolute);
-every other output is bit-identical. Masks, plateaus and plateau locrefs are scattered from
-a window of ``ceil((2t+1)/stride) + 4`` cells around each keypoint (the disk cannot reach
-further), the dense maps are written once each.
+takes one float64 ``exp`` per cell): equal to within a few float32 ulps (< 1e-6 absolute).
+It is written only in a window of ``R = sigma sqrt(2 ln(1 / GAUSS_EPS))`` px around each
+keypoint (``GAUSS_EPS = 1e-6``; 63x63 cells at stride 2) into a map that is 0 elsewhere,
+where DeepLabCut's values are below ``GAUSS_EPS`` (the bound is argued at ``GAUSS_EPS`` and
+its worst case tested): 10x inside the 1e-5 parity. Every other output is bit-identical.
+Masks, plateaus and plateau locrefs are selected from a window of ``ceil((2t+1)/stride) + 2``
+cells around each keypoint (the disk cannot reach further); the Gaussian locref is written
+whole, once. Kept buffers rewrite only what changed (see ``reuse_buffers``): on the CPU the
+cost is the bytes written, ~50 MB per call at 2 x 37 @ 241x321 (the Gaussian locref 46 MB).
 """
 from __future__ import annotations
 
@@ -51,6 +56,12 @@ import torch
 MODES = ("gaussian", "plateau")
 HEATMAP_MODES = ("keypoint", "individual")
 _BIG = 1.0e7  # px: coordinates are clipped to this before window arithmetic (never drawn there)
+# The Gaussian heatmap is written only in a window around each keypoint: every cell left out
+# is more than R = sigma * sqrt(2 ln(1 / GAUSS_EPS)) px from the keypoint along x or along y,
+# so DeepLabCut's value there, exp(-(dx^2 + dy^2) / (2 sigma^2)) < exp(-R^2 / (2 sigma^2)),
+# is below GAUSS_EPS, and posefeed's 0 is within GAUSS_EPS of it: 10x inside the 1e-5 parity
+# tolerance (R = 5.26 sigma = 59.6 px at DeepLabCut's default pos_dist_thresh 17).
+GAUSS_EPS = 1.0e-6
 
 
 def heatmap_mode_name(mode: Any) -> str:
@@ -68,6 +79,89 @@ def dlc_grid(size: int, stride: float, device: torch.device) -> torch.Tensor:
             + float(stride) / 2).trunc()
 
 
+def window_starts(pos: torch.Tensor, radius: float, stride: float, size: int,
+                  span: int) -> torch.Tensor:
+    """First cell of the ``span``-cell window covering every grid centre within ``radius``
+    px of ``pos`` (float64 px, finite), clamped into ``[0, size - span]``; int64.
+
+    Why it covers them: centre ``j`` is ``trunc(j*s + s/2)`` (s the stride), in ``(j*s + s/2
+    - 1, j*s + s/2]``. A centre ``>= pos - r`` has ``j >= a = (pos - r)/s - 1/2``; a centre
+    ``<= pos + r`` has ``j < a + L``, ``L = (2r + 1)/s``. So the cells are in ``[ceil(a),
+    ceil(a) + ceil(L) - 1]``; the window ``[ceil(a) - 1, ceil(a) - 1 + span)`` with ``span =
+    ceil(L) + 2`` (``window_span``) holds them with a cell to spare on each side (float
+    rounding at the ends), and clamping it into the map keeps what is inside the map."""
+    return (torch.ceil((pos - radius) / stride - 0.5) - 1).clamp_(0, size - span).long()
+
+
+def window_span(radius: float, stride: float, size: int) -> int:
+    """Cells per axis of ``window_starts``'s window, at most the map's ``size``."""
+    return min(int(math.ceil((2 * radius + 1) / stride)) + 2, size)
+
+
+def _runs(flat: torch.Tensor, span: int) -> torch.Tensor:
+    """``flat`` seen as its ``(numel - span + 1, span)`` runs: row ``i`` is ``flat[i:i +
+    span]`` (rows overlap in memory; only rows that do not overlap each other are indexed
+    together below)."""
+    return flat.as_strided((flat.numel() - span + 1, span), (1, 1))
+
+
+def _cells(starts: torch.Tensor, span: int) -> torch.Tensor:
+    return (starts[:, None] + torch.arange(span, device=starts.device)).view(-1)
+
+
+# Window rows are written as whole runs of ``span`` cells: ``index_copy_`` / ``index_fill_``
+# on the runs view move ``span`` contiguous cells per index, 2-4x faster on the CPU than
+# ``put_`` / ``index_fill_`` with one index per cell (measured, torch 2.13: 71k cells 80 us vs
+# 180 us). torch does not promise in-place indexing on a self-overlapping view; should a
+# version refuse it (RuntimeError), the cell-by-cell form does the same writes.
+def write_runs(flat: torch.Tensor, starts: torch.Tensor, values: torch.Tensor) -> None:
+    """``flat[s:s + span] = values[i]`` for each ``s = starts[i]`` (runs must not overlap)."""
+    try:
+        _runs(flat, values.shape[1]).index_copy_(0, starts, values)
+    except RuntimeError:
+        flat.put_(_cells(starts, values.shape[1]), values.reshape(-1))
+
+
+def fill_runs(flat: torch.Tensor, starts: torch.Tensor, span: int, value: float) -> None:
+    """``flat[s:s + span] = value`` for each ``s`` in ``starts``."""
+    try:
+        _runs(flat, span).index_fill_(0, starts, value)
+    except RuntimeError:
+        flat.index_fill_(0, _cells(starts, span), value)
+
+
+def read_runs(flat: torch.Tensor, starts: torch.Tensor, span: int) -> torch.Tensor:
+    """``(len(starts), span)``: ``flat[s:s + span]`` for each ``s`` in ``starts``."""
+    return _runs(flat, span).index_select(0, starts)
+
+
+@dataclass
+class _Geometry:
+    """What one ``(H, W, stride, device)`` needs every call (cached): the grid centres and
+    the Gaussian and disk windows' spans, offsets and cell patterns."""
+
+    gx: torch.Tensor              # (W,) float64 px
+    gy: torch.Tensor              # (H,) float64 px
+    g_span: tuple[int, int]       # Gaussian window (rows, cols)
+    g_rows: torch.Tensor          # (rows,) int64 0..rows-1
+    g_cols: torch.Tensor          # (cols,) int64
+    g_cells: torch.Tensor         # (rows, cols) int64 flat offsets in an (H, W) map
+    d_span: tuple[int, int]       # disk window (rows, cols)
+    d_rows: torch.Tensor
+    d_cols: torch.Tensor
+    d_cells: torch.Tensor         # (rows, cols) int64
+
+
+@dataclass
+class _Disk:
+    """Cells inside the disks of one member (plateau) or of all members (Gaussian mask)."""
+
+    lr_cells: torch.Tensor                  # flat locref cells, channel 2g (2g+1: + H*W)
+    hm_cells: torch.Tensor | None = None    # flat heatmap cells (plateau)
+    lx: torch.Tensor | None = None          # float32 locref values there (plateau)
+    ly: torch.Tensor | None = None
+
+
 @dataclass
 class _Outputs:
     """One call's output tensors and what was written into them (for kept buffers)."""
@@ -75,10 +169,16 @@ class _Outputs:
     heatmap: torch.Tensor
     weights: torch.Tensor
     wmap: torch.Tensor                      # (B, C) the value of each weight map
+    base: torch.Tensor                      # (B, G, 1) int64 flat offset of map (b, g)
     locref: torch.Tensor | None = None
     mask: torch.Tensor | None = None
     hm_cells: torch.Tensor | None = None    # flat heatmap cells set to 1 (plateau)
+    hm_windows: torch.Tensor | None = None  # flat starts of the Gaussian window rows written
+    hm_span: int = 0                        # their length (cells)
+    hm_dense: bool = False                  # the whole Gaussian heatmap was written
     lr_cells: torch.Tensor | None = None    # flat locref cells written (channel 2c; 2c+1 is + H*W)
+    lr_row: torch.Tensor | None = None      # (B, G, 2, 1, W) float32: [x locref row, 0]
+    lr_col: torch.Tensor | None = None      # (B, G, 2, H, 1) float32: [0, y locref column]
 
 
 class DLCHeatmapTargets:
@@ -96,8 +196,9 @@ class DLCHeatmapTargets:
         locref_std: locref scale in input pixels.
         label_keypoint_key: the key of the keypoints in ``labels``.
         reuse_buffers: return kept output tensors (one set per shape, the ``max_kept``
-            most recent shapes), rewriting only what changed: the dense maps, the weight
-            maps whose value changed, the previous and new disk cells. It saves the page
+            most recent shapes), rewriting only what changed: the Gaussian locref, the
+            weight maps whose value changed, the previous and new Gaussian windows and
+            disk cells. It saves the page
             faults of ~184 MB of new memory per call at 2 x 37 @ 241x321 (DeepLabCut's
             generator allocates them anew each call). Safe in DeepLabCut's training step,
             which uses the targets only until ``backward()`` (and autograd refuses a
@@ -120,6 +221,7 @@ class DLCHeatmapTargets:
         self.dist_thresh = float(pos_dist_thresh)
         self.dist_thresh_sq = self.dist_thresh ** 2
         self.std = 2 * self.dist_thresh / 3
+        self.gauss_radius = self.std * math.sqrt(2 * math.log(1 / GAUSS_EPS))  # px
         self.heatmap_mode = heatmap_mode_name(heatmap_mode)
         self.gradient_masking = bool(gradient_masking)
         self.background_weight = float(background_weight)
@@ -130,6 +232,7 @@ class DLCHeatmapTargets:
         self.reuse_buffers = bool(reuse_buffers)
         self.max_kept = max(int(max_kept), 1)
         self._kept: dict[tuple, _Outputs] = {}
+        self._geoms: dict[tuple, _Geometry] = {}
 
     def __repr__(self) -> str:
         return (f"DLCHeatmapTargets(num_heatmaps={self.num_heatmaps}, pos_dist_thresh="
@@ -202,66 +305,50 @@ class DLCHeatmapTargets:
         With ``reuse_buffers`` the returned tensors are this generator's kept buffers,
         rewritten by the next call of the same shape (see the class docstring)."""
         device = torch.device(device)
-        g_kp = self._groups(keypoints, individual_ids, batch_size, device)
+        g_kp = self._groups(keypoints, individual_ids, batch_size, device).contiguous()
         b, g, m, _ = g_kp.shape
         c = self.num_heatmaps
         if g > c:
             what = "keypoints" if self.heatmap_mode == "keypoint" else "individuals"
             raise ValueError(f"{g} heatmap groups ({what}) but num_heatmaps = {c}")
         h, w = int(size[0]), int(size[1])
-        hw = h * w
-        x, y, v = g_kp[..., 0], g_kp[..., 1], g_kp[..., 2]  # (B, G, M) float64
-        gx, gy = dlc_grid(w, stride, device), dlc_grid(h, stride, device)
+        stride = float(stride)
+        geo = self._geometry(h, w, stride, device)
+        x, y, v = g_kp.unbind(-1)  # (B, G, M) float64
         vis = v > 0
-        ar_m = torch.arange(m, device=device)
         buf, fresh = self._outputs(b, g, h, w, device)
         gaussian = self.mode == "gaussian"
-        if fresh and gaussian and g < c:  # maps >= G are never drawn
-            buf.heatmap[:, g:].zero_()
-            if self.generate_locref:
-                buf.locref.view(b, c, 2, h, w)[:, g:].zero_()
+        if fresh and gaussian and g < c and self.generate_locref:  # maps >= G never drawn
+            buf.locref.view(b, c, 2, h, w)[:, g:].zero_()
 
-        # weights: one value per map, set by the last member that sets one (NaN: sets none)
-        nan = torch.tensor(float("nan"), dtype=torch.float64, device=device)
-        setw = torch.where(v == -1, 0.0, nan)
-        if self.gradient_masking:
-            setw = torch.where(v == 0, self.background_weight, setw)
-        wmap = torch.ones((b, c), dtype=torch.float32, device=device)
-        if m:
-            last_w = torch.where(~torch.isnan(setw), ar_m, -1).amax(dim=-1)  # (B, G)
-            wsel = torch.take_along_dim(setw, last_w.clamp(min=0)[..., None], dim=-1)[..., 0]
-            wmap[:, :g] = torch.where(last_w >= 0, wsel, 1.0).float()
+        # weights: one value per map, set by the last member that sets one
+        wmap = self._weight_values(v, b, g)
         if fresh:
             buf.weights.copy_(wmap[:, :, None, None].expand(b, c, h, w))
-        else:  # only the maps whose weight changed
+        elif not torch.equal(wmap, buf.wmap):  # only the maps whose weight changed
             bi, ci = torch.nonzero(wmap != buf.wmap, as_tuple=True)
-            if bi.numel():
-                buf.weights[bi, ci] = wmap[bi, ci][:, None, None]
+            buf.weights[bi, ci] = wmap[bi, ci][:, None, None]
         buf.wmap = wmap
 
-        # cells inside the disks (plateau heatmap, locref mask, plateau locref)
-        disks = []
+        # window arithmetic on finite coordinates (a non-finite one is never inside a disk)
+        finite = torch.isfinite(x) & torch.isfinite(y)
+        xc = torch.where(finite, x, 0.0).clamp_(-_BIG, _BIG)
+        yc = torch.where(finite, y, 0.0).clamp_(-_BIG, _BIG)
+
+        # cells inside the disks (locref mask; plateau heatmap and locref)
+        disks = None
         if (not gaussian or self.generate_locref) and m:
-            disks = self._disks(x, y, vis, gx, gy, float(stride))
-        hm_cells = [(bi * c + gi) * hw + pos for bi, gi, pos, _ in disks]
-        lr_cells = [(bi * (2 * c) + 2 * gi) * hw + pos for bi, gi, pos, _ in disks]
+            disks = self._disks(x, y, xc, yc, vis, geo, stride, buf.base)
+        hw = h * w
 
         # heatmap
         if gaussian:
-            k2 = 1.0 / (2 * self.std ** 2)
-            ex = torch.where(vis[..., None], torch.exp(-(gx - x[..., None]) ** 2 * k2), 0.0).float()
-            ey = torch.where(vis[..., None], torch.exp(-(gy - y[..., None]) ** 2 * k2), 0.0).float()
-            hg = buf.heatmap[:, :g]  # (B, G, H, W); maps >= G stay 0 (zeroed once)
-            if m == 0:
-                hg.zero_()
-            else:
-                torch.mul(ey[:, :, 0, :, None], ex[:, :, 0, None, :], out=hg)
-                for j in range(1, m):  # members: the individuals (keypoint mode)
-                    torch.maximum(hg, ey[:, :, j, :, None] * ex[:, :, j, None, :], out=hg)
+            self._gaussian(buf, x, y, xc, yc, vis, finite, geo, stride)
         else:
             flat = buf.heatmap.view(-1)
             if buf.hm_cells is not None:
                 flat[buf.hm_cells] = 0.0
+            hm_cells = [d.hm_cells for d in disks] if disks else []
             for cells in hm_cells:
                 flat[cells] = 1.0
             buf.hm_cells = torch.cat(hm_cells) if hm_cells else None
@@ -269,29 +356,39 @@ class DLCHeatmapTargets:
         if not self.generate_locref:
             return out
 
-        # locref mask (int64, both channels), then the locref
+        # locref mask (int64, both channels: cells of channel 2c, then the same + H*W)
         mflat = buf.mask.view(-1)
         if buf.lr_cells is not None:
             mflat[buf.lr_cells] = 0
-            mflat[buf.lr_cells + hw] = 0
-        for cells in lr_cells:
-            mflat[cells] = 1
-            mflat[cells + hw] = 1
+        new_cells = None
+        if disks:
+            one = torch.cat([d.lr_cells for d in disks]) if len(disks) > 1 else disks[0].lr_cells
+            new_cells = torch.cat((one, one + hw))
+            mflat[new_cells] = 1
         scale = self.locref_scale
         if gaussian:  # the last drawn member writes the whole map of both channels
             lg = buf.locref.view(b, c, 2, h, w)[:, :g]
             if m:
-                last = torch.where(vis, ar_m, -1).amax(dim=-1)[..., None]  # (B, G, 1)
-                xl = torch.take_along_dim(x, last.clamp(min=0), dim=-1)
-                yl = torch.take_along_dim(y, last.clamp(min=0), dim=-1)
+                if m == 1:
+                    xl, yl, has = x[..., 0], y[..., 0], vis[..., 0]  # (B, G)
+                else:
+                    last = torch.where(vis, torch.arange(m, device=device), -1).amax(dim=-1)
+                    has = last >= 0
+                    sel = last.clamp(min=0)[..., None]
+                    xl = torch.take_along_dim(x, sel, dim=-1)[..., 0]
+                    yl = torch.take_along_dim(y, sel, dim=-1)[..., 0]
                 # channel 0 varies along W only, channel 1 along H only: one broadcast
                 # add of a row [lx, 0] (B, G, 2, 1, W) and a column [0, ly] (B, G, 2, H, 1)
-                # writes both (v + 0 == v; torch streams it ~10x faster than two
-                # broadcast copies)
-                row = torch.zeros((b, g, 2, 1, w), dtype=torch.float32, device=device)
-                col = torch.zeros((b, g, 2, h, 1), dtype=torch.float32, device=device)
-                row[:, :, 0, 0] = torch.where(last >= 0, (xl - gx) * scale, 0.0)
-                col[:, :, 1, :, 0] = torch.where(last >= 0, (yl - gy) * scale, 0.0)
+                # writes both (v + 0 == v exactly; torch streams it ~10x faster than two
+                # broadcast copies). The zero halves are written once (kept with the buffers).
+                row, col = buf.lr_row, buf.lr_col
+                if row is None:
+                    row = torch.zeros((b, g, 2, 1, w), dtype=torch.float32, device=device)
+                    col = torch.zeros((b, g, 2, h, 1), dtype=torch.float32, device=device)
+                    if self.reuse_buffers:
+                        buf.lr_row, buf.lr_col = row, col
+                row[:, :, 0, 0] = torch.where(has[..., None], (xl[..., None] - geo.gx) * scale, 0.0)
+                col[:, :, 1, :, 0] = torch.where(has[..., None], (yl[..., None] - geo.gy) * scale, 0.0)
                 torch.add(row, col, out=lg)
             else:
                 lg.zero_()
@@ -299,32 +396,126 @@ class DLCHeatmapTargets:
             lflat = buf.locref.view(-1)
             if buf.lr_cells is not None:
                 lflat[buf.lr_cells] = 0.0
-                lflat[buf.lr_cells + hw] = 0.0
-            for cells, (_, _, _, val) in zip(lr_cells, disks):
-                lflat[cells] = val[0]
-                lflat[cells + hw] = val[1]
-        buf.lr_cells = torch.cat(lr_cells) if lr_cells else None
+            for d in disks or ():
+                lflat[d.lr_cells] = d.lx
+                lflat[d.lr_cells + hw] = d.ly
+        buf.lr_cells = new_cells
         out["locref"] = {"target": buf.locref, "weights": buf.mask}
         return out
+
+    def _weight_values(self, v: torch.Tensor, b: int, g: int) -> torch.Tensor:
+        """``(B, C)`` float32: each weight map's value. A member with ``v == -1`` sets 0,
+        with ``v == 0`` (``gradient_masking``) ``background_weight``; the last member that
+        sets one wins; 1 where none does (maps >= G too)."""
+        m = v.shape[-1]
+        wmap = torch.ones((b, self.num_heatmaps), dtype=torch.float32, device=v.device)
+        if m == 0:
+            return wmap
+        one = torch.ones((), dtype=torch.float64, device=v.device)
+        if m == 1:  # the member sets it or leaves 1
+            val = torch.where(v[..., 0] == -1, 0.0, one)
+            if self.gradient_masking:
+                val = torch.where(v[..., 0] == 0, self.background_weight, val)
+            wmap[:, :g] = val
+            return wmap
+        nan = torch.tensor(float("nan"), dtype=torch.float64, device=v.device)
+        setw = torch.where(v == -1, 0.0, nan)
+        if self.gradient_masking:
+            setw = torch.where(v == 0, self.background_weight, setw)
+        last_w = torch.where(~torch.isnan(setw), torch.arange(m, device=v.device), -1).amax(dim=-1)
+        wsel = torch.take_along_dim(setw, last_w.clamp(min=0)[..., None], dim=-1)[..., 0]
+        wmap[:, :g] = torch.where(last_w >= 0, wsel, one)
+        return wmap
+
+    def _gaussian(self, buf: "_Outputs", x: torch.Tensor, y: torch.Tensor, xc: torch.Tensor,
+                  yc: torch.Tensor, vis: torch.Tensor, finite: torch.Tensor,
+                  geo: "_Geometry", stride: float) -> None:
+        """Write the Gaussian heatmaps ``max_members exp(-d^2 / (2 sigma^2))`` into
+        ``buf.heatmap[:, :G]`` (maps >= G stay 0): each drawn member's value is the outer
+        product of its per-axis exponentials (float32; DeepLabCut's one float64 ``exp``
+        per cell agrees to a few float32 ulps), written only in its window of
+        ``GAUSS_EPS``-radius (``window_starts``; see ``GAUSS_EPS`` for the bound) into a map
+        that is 0 elsewhere: kept buffers zero the previous call's windows first. A visible
+        member with a non-finite coordinate makes DeepLabCut's whole map NaN: then the
+        maps are computed whole, as DeepLabCut does."""
+        hm = buf.heatmap
+        b, g, m = x.shape
+        flat = hm.view(-1)
+        if buf.hm_dense:
+            hm.zero_()
+        elif buf.hm_windows is not None:
+            fill_runs(flat, buf.hm_windows, buf.hm_span, 0.0)
+        buf.hm_windows, buf.hm_dense = None, False
+        if m == 0:
+            return
+        k2 = 1.0 / (2 * self.std ** 2)
+        if bool((vis & ~finite).any()):
+            ex = torch.where(vis[..., None], torch.exp(-(geo.gx - x[..., None]) ** 2 * k2), 0.0).float()
+            ey = torch.where(vis[..., None], torch.exp(-(geo.gy - y[..., None]) ** 2 * k2), 0.0).float()
+            hg = hm[:, :g]
+            torch.mul(ey[:, :, 0, :, None], ex[:, :, 0, None, :], out=hg)
+            for j in range(1, m):
+                torch.maximum(hg, ey[:, :, j, :, None] * ex[:, :, j, None, :], out=hg)
+            buf.hm_dense = True
+            return
+        h, w = geo.gy.numel(), geo.gx.numel()
+        sh, sw = geo.g_span
+        r = self.gauss_radius
+        c0 = window_starts(xc, r, stride, w, sw)  # (B, G, M)
+        r0 = window_starts(yc, r, stride, h, sh)
+        ex = torch.exp((geo.gx[c0[..., None] + geo.g_cols] - x[..., None]).square_().mul_(-k2))
+        ey = torch.exp((geo.gy[r0[..., None] + geo.g_rows] - y[..., None]).square_().mul_(-k2))
+        ex = torch.where(vis[..., None], ex, 0.0).float()  # a member not drawn writes 0
+        ey = torch.where(vis[..., None], ey, 0.0).float()  # (its coordinates may be NaN)
+        vals = ey[..., :, None] * ex[..., None, :]  # (B, G, M, sh, sw)
+        starts = (buf.base + r0 * w + c0)[..., None] + geo.g_rows * w  # (B, G, M, sh) flat
+        if m == 1:
+            write_runs(flat, starts.reshape(-1), vals.reshape(-1, sw))
+        else:  # members' windows overlap within a map: max, one member at a time (the
+            # windows of one member are in different maps)
+            for j in range(m):
+                sj, vj = starts[:, :, j].reshape(-1), vals[:, :, j].reshape(-1, sw)
+                write_runs(flat, sj, vj if j == 0 else torch.maximum(read_runs(flat, sj, sw), vj))
+        buf.hm_windows, buf.hm_span = starts.reshape(-1), sw
+
+    def _geometry(self, h: int, w: int, stride: float, device: torch.device) -> "_Geometry":
+        """The cached ``_Geometry`` of an ``(H, W)`` map at ``stride`` on ``device``."""
+        key = (h, w, stride, str(device))
+        geo = self._geoms.get(key)
+        if geo is None:
+            g_span = (window_span(self.gauss_radius, stride, h),
+                      window_span(self.gauss_radius, stride, w))
+            d_span = (window_span(self.dist_thresh, stride, h),
+                      window_span(self.dist_thresh, stride, w))
+            ar = [torch.arange(n, device=device) for n in (*g_span, *d_span)]
+            geo = _Geometry(gx=dlc_grid(w, stride, device), gy=dlc_grid(h, stride, device),
+                            g_span=g_span, g_rows=ar[0], g_cols=ar[1],
+                            g_cells=ar[0][:, None] * w + ar[1], d_span=d_span,
+                            d_rows=ar[2], d_cols=ar[3], d_cells=ar[2][:, None] * w + ar[3])
+            if len(self._geoms) >= 8:
+                self._geoms.pop(next(iter(self._geoms)))
+            self._geoms[key] = geo
+        return geo
 
     def _outputs(self, b: int, g: int, h: int, w: int, device: torch.device) -> tuple["_Outputs", bool]:
         """The output tensors for one call: kept ones of this shape (``reuse_buffers``), or
         new ones. ``fresh``: new, with every map at its initial value (weights to be
-        written whole, sparse maps zero)."""
+        written whole, heatmaps, locref masks and plateau locrefs zero)."""
         key = (b, g, h, w, str(device))
         if self.reuse_buffers and key in self._kept:
             self._kept[key] = self._kept.pop(key)  # most recently used last
             return self._kept[key], False
         c = self.num_heatmaps
-        dense = torch.empty if not self.reuse_buffers else torch.zeros
         gaussian = self.mode == "gaussian"
-        mk = (dense if gaussian else torch.zeros)
+        base = ((torch.arange(b, device=device)[:, None] * c
+                 + torch.arange(g, device=device)) * (h * w))[..., None]
         buf = _Outputs(
-            heatmap=mk((b, c, h, w), dtype=torch.float32, device=device),
+            heatmap=torch.zeros((b, c, h, w), dtype=torch.float32, device=device),
             weights=torch.empty((b, c, h, w), dtype=torch.float32, device=device),
-            wmap=torch.ones((b, c), dtype=torch.float32, device=device))
-        if self.generate_locref:
-            buf.locref = mk((b, 2 * c, h, w), dtype=torch.float32, device=device)
+            wmap=torch.ones((b, c), dtype=torch.float32, device=device), base=base)
+        if self.generate_locref:  # the Gaussian locref is written whole (maps < G)
+            buf.locref = (torch.empty if gaussian else torch.zeros)(
+                (b, 2 * c, h, w), dtype=torch.float32, device=device)
             buf.mask = torch.zeros((b, 2 * c, h, w), dtype=torch.int64, device=device)
         if self.reuse_buffers:
             self._kept[key] = buf
@@ -332,40 +523,42 @@ class DLCHeatmapTargets:
                 self._kept.pop(next(iter(self._kept)))
         return buf, True
 
-    def _disks(self, x: torch.Tensor, y: torch.Tensor, vis: torch.Tensor, gx: torch.Tensor,
-               gy: torch.Tensor, stride: float) -> list[tuple[Any, ...]]:
-        """Per member ``j`` (in order): the cells inside the disk of every drawn keypoint of
-        that member, as ``(batch index, group index, cell = row*W + col, locref values)``
-        (values: float32 ``(x - gx, y - gy) / locref_std`` in plateau mode, else None).
-        Inside: ``d^2 <= t^2`` (plateau) or ``sqrt(d^2)^2 <= t^2`` (Gaussian), float64. Only
-        a window of ``ceil((2t+1)/stride) + 4`` cells per axis is tested (``gx > j*stride +
-        stride/2 - 1``, so the disk cannot reach further)."""
+    def _disks(self, x: torch.Tensor, y: torch.Tensor, xc: torch.Tensor, yc: torch.Tensor,
+               vis: torch.Tensor, geo: "_Geometry", stride: float,
+               base: torch.Tensor) -> list["_Disk"]:
+        """The cells inside the disk of every drawn keypoint (``vis``): Gaussian mode one
+        ``_Disk`` for all members (only ``lr_cells``: the locref mask is their union),
+        plateau mode one per member ``j``, in order (later members overwrite). Inside:
+        ``d^2 <= t^2`` (plateau) or ``sqrt(d^2)^2 <= t^2`` (Gaussian), float64, as
+        DeepLabCut tests it. Only the ``window_starts`` window of radius ``t`` is tested (the
+        disk cannot reach further). ``xc, yc``: the coordinates made finite for the window
+        arithmetic; ``base``: (B, G, 1) flat offset of heatmap ``(b, g)``."""
+        gx, gy = geo.gx, geo.gy
         w, h = gx.numel(), gy.numel()
         t = self.dist_thresh
-        span = int(math.ceil((2 * t + 1) / stride)) + 4
-        sw, sh = min(span, w), min(span, h)
-        finite = torch.isfinite(x) & torch.isfinite(y)
-        xc = torch.where(finite, x, 0.0).clamp(-_BIG, _BIG)
-        yc = torch.where(finite, y, 0.0).clamp(-_BIG, _BIG)
-        c0 = (torch.floor((xc - t) / stride - 0.5) - 1).clamp(0, w - sw).long()  # (B, G, M)
-        r0 = (torch.floor((yc - t) / stride - 0.5) - 1).clamp(0, h - sh).long()
-        cols = c0[..., None] + torch.arange(sw, device=x.device)  # (B, G, M, sw)
-        rows = r0[..., None] + torch.arange(sh, device=x.device)
+        sh, sw = geo.d_span
+        c0 = window_starts(xc, t, stride, w, sw)  # (B, G, M)
+        r0 = window_starts(yc, t, stride, h, sh)
+        cols = c0[..., None] + geo.d_cols  # (B, G, M, sw)
+        rows = r0[..., None] + geo.d_rows
         dx = gx[cols] - x[..., None]  # float64
         dy = gy[rows] - y[..., None]
         d2 = (dy * dy)[..., :, None] + (dx * dx)[..., None, :]  # (B, G, M, sh, sw)
         if self.mode == "gaussian":
-            d2 = torch.sqrt(d2) ** 2  # np.linalg.norm(grid - keypoint, axis=2) ** 2
-        inside = (d2 <= self.dist_thresh_sq) & vis[..., None, None]
+            d2 = torch.sqrt(d2).square_()  # np.linalg.norm(grid - keypoint, axis=2) ** 2
+        inside = (d2 <= self.dist_thresh_sq).logical_and_(vis[..., None, None])
+        cells = (r0 * w + c0)[..., None, None] + geo.d_cells  # cell in its (H, W) map
+        lr_base = (2 * base)[..., None]  # (B, G, 1, 1): locref channel 2g of sample b
+        if self.mode == "gaussian":
+            return [_Disk(lr_cells=torch.masked_select(cells + lr_base[..., None], inside))]
         scale = self.locref_scale
+        lx = (dx * -scale).float()  # (x - gx) / locref_std, (B, G, M, sw)
+        ly = (dy * -scale).float()
         out = []
         for j in range(x.shape[2]):  # members, in DeepLabCut's order
-            bi, gi, ii, jj = torch.nonzero(inside[:, :, j], as_tuple=True)
-            r = rows[bi, gi, j, ii]
-            cc = cols[bi, gi, j, jj]
-            val = None
-            if self.mode == "plateau":
-                val = (((x[bi, gi, j] - gx[cc]) * scale).float(),
-                       ((y[bi, gi, j] - gy[r]) * scale).float())
-            out.append((bi, gi, r * w + cc, val))
+            ins, cj = inside[:, :, j], cells[:, :, j]
+            out.append(_Disk(lr_cells=torch.masked_select(cj + lr_base, ins),
+                             hm_cells=torch.masked_select(cj + base[..., None], ins),
+                             lx=torch.masked_select(lx[:, :, j, None, :], ins),
+                             ly=torch.masked_select(ly[:, :, j, :, None], ins)))
         return out

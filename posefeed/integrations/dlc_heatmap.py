@@ -55,7 +55,6 @@ import torch
 
 MODES = ("gaussian", "plateau")
 HEATMAP_MODES = ("keypoint", "individual")
-_BIG = 1.0e7  # px: coordinates are clipped to this before window arithmetic (never drawn there)
 # The Gaussian heatmap is written only in a window around each keypoint: every cell left out
 # is more than R = sigma * sqrt(2 ln(1 / GAUSS_EPS)) px from the keypoint along x or along y,
 # so DeepLabCut's value there, exp(-(dx^2 + dy^2) / (2 sigma^2)) < exp(-R^2 / (2 sigma^2)),
@@ -79,18 +78,20 @@ def dlc_grid(size: int, stride: float, device: torch.device) -> torch.Tensor:
             + float(stride) / 2).trunc()
 
 
-def window_starts(pos: torch.Tensor, radius: float, stride: float, size: int,
-                  span: int) -> torch.Tensor:
-    """First cell of the ``span``-cell window covering every grid centre within ``radius``
-    px of ``pos`` (float64 px, finite), clamped into ``[0, size - span]``; int64.
+def window_starts(pos: torch.Tensor, radius: float, stride: float,
+                  upper: torch.Tensor) -> torch.Tensor:
+    """First cell of the window covering every grid centre within ``radius`` px of ``pos``
+    (float64 px, no NaN; ``(..., 2)`` for ``(x, y)``), clamped into ``[0, upper]`` (``upper
+    = size - span`` per axis, broadcast against ``pos``); int64.
 
     Why it covers them: centre ``j`` is ``trunc(j*s + s/2)`` (s the stride), in ``(j*s + s/2
     - 1, j*s + s/2]``. A centre ``>= pos - r`` has ``j >= a = (pos - r)/s - 1/2``; a centre
     ``<= pos + r`` has ``j < a + L``, ``L = (2r + 1)/s``. So the cells are in ``[ceil(a),
     ceil(a) + ceil(L) - 1]``; the window ``[ceil(a) - 1, ceil(a) - 1 + span)`` with ``span =
-    ceil(L) + 2`` (``window_span``) holds them with a cell to spare on each side (float
-    rounding at the ends), and clamping it into the map keeps what is inside the map."""
-    return (torch.ceil((pos - radius) / stride - 0.5) - 1).clamp_(0, size - span).long()
+    ceil(L) + 2`` (``window_span``) holds them with a cell to spare on each side (for float
+    rounding of ``a``), and clamping it into the map keeps what is inside the map."""
+    a1 = pos * (1.0 / stride) - (radius / stride + 1.5)  # a - 1 (ceil(a) - 1 == ceil(a - 1))
+    return a1.ceil_().clamp_(min=upper.new_zeros(()), max=upper).long()
 
 
 def window_span(radius: float, stride: float, size: int) -> int:
@@ -136,30 +137,46 @@ def read_runs(flat: torch.Tensor, starts: torch.Tensor, span: int) -> torch.Tens
 
 
 @dataclass
+class _Window:
+    """A window of ``rows x cols`` cells (``window_starts``) in an ``(H, W)`` map."""
+
+    rows: int
+    cols: int
+    upper: torch.Tensor           # (2,) float64 [W - cols, H - rows]: the last starts
+    ar_rows: torch.Tensor         # (rows,) int64 0..rows-1
+    ar_cols: torch.Tensor         # (cols,) int64
+    row_offsets: torch.Tensor     # (rows,) int64: flat offset of window row i (i * W)
+    cells: torch.Tensor           # (rows, cols) int64: flat offsets of the window's cells
+
+    @classmethod
+    def build(cls, radius: float, stride: float, h: int, w: int, device: torch.device) -> "_Window":
+        rows, cols = window_span(radius, stride, h), window_span(radius, stride, w)
+        ar_r, ar_c = torch.arange(rows, device=device), torch.arange(cols, device=device)
+        return cls(rows, cols, torch.tensor([w - cols, h - rows], dtype=torch.float64, device=device),
+                   ar_r, ar_c, ar_r * w, ar_r[:, None] * w + ar_c)
+
+
+@dataclass
 class _Geometry:
     """What one ``(H, W, stride, device)`` needs every call (cached): the grid centres and
-    the Gaussian and disk windows' spans, offsets and cell patterns."""
+    the Gaussian and disk windows."""
 
     gx: torch.Tensor              # (W,) float64 px
     gy: torch.Tensor              # (H,) float64 px
-    g_span: tuple[int, int]       # Gaussian window (rows, cols)
-    g_rows: torch.Tensor          # (rows,) int64 0..rows-1
-    g_cols: torch.Tensor          # (cols,) int64
-    g_cells: torch.Tensor         # (rows, cols) int64 flat offsets in an (H, W) map
-    d_span: tuple[int, int]       # disk window (rows, cols)
-    d_rows: torch.Tensor
-    d_cols: torch.Tensor
-    d_cells: torch.Tensor         # (rows, cols) int64
+    gxy: torch.Tensor             # (W + H,) both, for one lookup of (x, y) windows
+    axis_off: torch.Tensor        # (2,) int64 [0, W]: where gy starts in gxy
+    gauss: _Window
+    disk: _Window
 
 
 @dataclass
 class _Disk:
-    """Cells inside the disks of one member (plateau) or of all members (Gaussian mask)."""
+    """Cells inside the disks of one member's keypoints (plateau mode)."""
 
     lr_cells: torch.Tensor                  # flat locref cells, channel 2g (2g+1: + H*W)
-    hm_cells: torch.Tensor | None = None    # flat heatmap cells (plateau)
-    lx: torch.Tensor | None = None          # float32 locref values there (plateau)
-    ly: torch.Tensor | None = None
+    hm_cells: torch.Tensor                  # flat heatmap cells
+    lx: torch.Tensor                        # float32 locref values there
+    ly: torch.Tensor
 
 
 @dataclass
@@ -176,7 +193,9 @@ class _Outputs:
     hm_windows: torch.Tensor | None = None  # flat starts of the Gaussian window rows written
     hm_span: int = 0                        # their length (cells)
     hm_dense: bool = False                  # the whole Gaussian heatmap was written
-    lr_cells: torch.Tensor | None = None    # flat locref cells written (channel 2c; 2c+1 is + H*W)
+    lr_cells: torch.Tensor | None = None    # flat locref cells written, both channels (plateau)
+    mask_runs: torch.Tensor | None = None   # flat starts of the mask's disk-window rows (Gaussian;
+    mask_span: int = 0                      # channel 2c, 2c+1 is + H*W) and their length
     lr_row: torch.Tensor | None = None      # (B, G, 2, 1, W) float32: [x locref row, 0]
     lr_col: torch.Tensor | None = None      # (B, G, 2, H, 1) float32: [0, y locref column]
 
@@ -315,6 +334,8 @@ class DLCHeatmapTargets:
         stride = float(stride)
         geo = self._geometry(h, w, stride, device)
         x, y, v = g_kp.unbind(-1)  # (B, G, M) float64
+        pos = g_kp[..., :2]  # (B, G, M, 2) (x, y)
+        pos_c = torch.nan_to_num(pos)  # for window arithmetic only (NaN is never inside)
         vis = v > 0
         buf, fresh = self._outputs(b, g, h, w, device)
         gaussian = self.mode == "gaussian"
@@ -329,78 +350,67 @@ class DLCHeatmapTargets:
             bi, ci = torch.nonzero(wmap != buf.wmap, as_tuple=True)
             buf.weights[bi, ci] = wmap[bi, ci][:, None, None]
         buf.wmap = wmap
-
-        # window arithmetic on finite coordinates (a non-finite one is never inside a disk)
-        finite = torch.isfinite(x) & torch.isfinite(y)
-        xc = torch.where(finite, x, 0.0).clamp_(-_BIG, _BIG)
-        yc = torch.where(finite, y, 0.0).clamp_(-_BIG, _BIG)
-
-        # cells inside the disks (locref mask; plateau heatmap and locref)
-        disks = None
-        if (not gaussian or self.generate_locref) and m:
-            disks = self._disks(x, y, xc, yc, vis, geo, stride, buf.base)
         hw = h * w
 
-        # heatmap
         if gaussian:
-            self._gaussian(buf, x, y, xc, yc, vis, finite, geo, stride)
-        else:
+            self._gaussian(buf, pos, pos_c, vis, geo, stride)
+            if self.generate_locref:
+                self._gaussian_mask(buf, pos, pos_c, vis, geo, stride)
+        else:  # plateau: heatmap, mask and locref on the cells inside the disks
+            disks = self._disks(pos, pos_c, vis, geo, stride, buf.base) if m else []
             flat = buf.heatmap.view(-1)
             if buf.hm_cells is not None:
                 flat[buf.hm_cells] = 0.0
-            hm_cells = [d.hm_cells for d in disks] if disks else []
-            for cells in hm_cells:
-                flat[cells] = 1.0
-            buf.hm_cells = torch.cat(hm_cells) if hm_cells else None
+            for d in disks:
+                flat[d.hm_cells] = 1.0
+            buf.hm_cells = torch.cat([d.hm_cells for d in disks]) if disks else None
+            if self.generate_locref:
+                mflat, lflat = buf.mask.view(-1), buf.locref.view(-1)
+                if buf.lr_cells is not None:
+                    mflat[buf.lr_cells] = 0
+                    lflat[buf.lr_cells] = 0.0
+                buf.lr_cells = None
+                if disks:
+                    one = torch.cat([d.lr_cells for d in disks])
+                    buf.lr_cells = torch.cat((one, one + hw))
+                    mflat[buf.lr_cells] = 1
+                for d in disks:  # member order: later members overwrite
+                    lflat[d.lr_cells] = d.lx
+                    lflat[d.lr_cells + hw] = d.ly
         out = {"heatmap": {"target": buf.heatmap, "weights": buf.weights}}
         if not self.generate_locref:
             return out
-
-        # locref mask (int64, both channels: cells of channel 2c, then the same + H*W)
-        mflat = buf.mask.view(-1)
-        if buf.lr_cells is not None:
-            mflat[buf.lr_cells] = 0
-        new_cells = None
-        if disks:
-            one = torch.cat([d.lr_cells for d in disks]) if len(disks) > 1 else disks[0].lr_cells
-            new_cells = torch.cat((one, one + hw))
-            mflat[new_cells] = 1
-        scale = self.locref_scale
-        if gaussian:  # the last drawn member writes the whole map of both channels
-            lg = buf.locref.view(b, c, 2, h, w)[:, :g]
-            if m:
-                if m == 1:
-                    xl, yl, has = x[..., 0], y[..., 0], vis[..., 0]  # (B, G)
-                else:
-                    last = torch.where(vis, torch.arange(m, device=device), -1).amax(dim=-1)
-                    has = last >= 0
-                    sel = last.clamp(min=0)[..., None]
-                    xl = torch.take_along_dim(x, sel, dim=-1)[..., 0]
-                    yl = torch.take_along_dim(y, sel, dim=-1)[..., 0]
-                # channel 0 varies along W only, channel 1 along H only: one broadcast
-                # add of a row [lx, 0] (B, G, 2, 1, W) and a column [0, ly] (B, G, 2, H, 1)
-                # writes both (v + 0 == v exactly; torch streams it ~10x faster than two
-                # broadcast copies). The zero halves are written once (kept with the buffers).
-                row, col = buf.lr_row, buf.lr_col
-                if row is None:
-                    row = torch.zeros((b, g, 2, 1, w), dtype=torch.float32, device=device)
-                    col = torch.zeros((b, g, 2, h, 1), dtype=torch.float32, device=device)
-                    if self.reuse_buffers:
-                        buf.lr_row, buf.lr_col = row, col
-                row[:, :, 0, 0] = torch.where(has[..., None], (xl[..., None] - geo.gx) * scale, 0.0)
-                col[:, :, 1, :, 0] = torch.where(has[..., None], (yl[..., None] - geo.gy) * scale, 0.0)
-                torch.add(row, col, out=lg)
-            else:
-                lg.zero_()
-        else:  # inside each disk, member order: later members overwrite
-            lflat = buf.locref.view(-1)
-            if buf.lr_cells is not None:
-                lflat[buf.lr_cells] = 0.0
-            for d in disks or ():
-                lflat[d.lr_cells] = d.lx
-                lflat[d.lr_cells + hw] = d.ly
-        buf.lr_cells = new_cells
         out["locref"] = {"target": buf.locref, "weights": buf.mask}
+        if not gaussian:
+            return out
+
+        # Gaussian locref: the last drawn member writes the whole map of both channels
+        scale = self.locref_scale
+        lg = buf.locref.view(b, c, 2, h, w)[:, :g]
+        if not m:
+            lg.zero_()
+            return out
+        if m == 1:
+            xl, yl, has = x[..., 0], y[..., 0], vis[..., 0]  # (B, G)
+        else:
+            last = torch.where(vis, torch.arange(m, device=device), -1).amax(dim=-1)
+            has = last >= 0
+            sel = last.clamp(min=0)[..., None]
+            xl = torch.take_along_dim(x, sel, dim=-1)[..., 0]
+            yl = torch.take_along_dim(y, sel, dim=-1)[..., 0]
+        # channel 0 varies along W only, channel 1 along H only: one broadcast add of a
+        # row [lx, 0] (B, G, 2, 1, W) and a column [0, ly] (B, G, 2, H, 1) writes both
+        # (v + 0 == v exactly; torch streams it ~10x faster than two broadcast copies).
+        # The zero halves are written once (kept with the buffers).
+        row, col = buf.lr_row, buf.lr_col
+        if row is None:
+            row = torch.zeros((b, g, 2, 1, w), dtype=torch.float32, device=device)
+            col = torch.zeros((b, g, 2, h, 1), dtype=torch.float32, device=device)
+            if self.reuse_buffers:
+                buf.lr_row, buf.lr_col = row, col
+        row[:, :, 0, 0] = torch.where(has[..., None], (xl[..., None] - geo.gx) * scale, 0.0)
+        col[:, :, 1, :, 0] = torch.where(has[..., None], (yl[..., None] - geo.gy) * scale, 0.0)
+        torch.add(row, col, out=lg)
         return out
 
     def _weight_values(self, v: torch.Tensor, b: int, g: int) -> torch.Tensor:
@@ -427,19 +437,30 @@ class DLCHeatmapTargets:
         wmap[:, :g] = torch.where(last_w >= 0, wsel, one)
         return wmap
 
-    def _gaussian(self, buf: "_Outputs", x: torch.Tensor, y: torch.Tensor, xc: torch.Tensor,
-                  yc: torch.Tensor, vis: torch.Tensor, finite: torch.Tensor,
-                  geo: "_Geometry", stride: float) -> None:
+    def _offsets(self, pos: torch.Tensor, starts: torch.Tensor, win: "_Window",
+                 geo: "_Geometry") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Grid centre minus coordinate over each window, float64: ``dx (B, G, M, cols)``,
+        ``dy (B, G, M, rows)`` and, for a square window, both stacked ``(B, G, M, 2, n)``
+        (computed in one go; dx and dy are its views)."""
+        if win.rows == win.cols:
+            d = geo.gxy[(starts + geo.axis_off)[..., None] + win.ar_cols] - pos[..., None]
+            return d[..., 0, :], d[..., 1, :], d
+        dx = geo.gx[starts[..., 0, None] + win.ar_cols] - pos[..., 0, None]
+        dy = geo.gy[starts[..., 1, None] + win.ar_rows] - pos[..., 1, None]
+        return dx, dy, None
+
+    def _gaussian(self, buf: "_Outputs", pos: torch.Tensor, pos_c: torch.Tensor,
+                  vis: torch.Tensor, geo: "_Geometry", stride: float) -> None:
         """Write the Gaussian heatmaps ``max_members exp(-d^2 / (2 sigma^2))`` into
         ``buf.heatmap[:, :G]`` (maps >= G stay 0): each drawn member's value is the outer
         product of its per-axis exponentials (float32; DeepLabCut's one float64 ``exp``
-        per cell agrees to a few float32 ulps), written only in its window of
-        ``GAUSS_EPS``-radius (``window_starts``; see ``GAUSS_EPS`` for the bound) into a map
-        that is 0 elsewhere: kept buffers zero the previous call's windows first. A visible
-        member with a non-finite coordinate makes DeepLabCut's whole map NaN: then the
-        maps are computed whole, as DeepLabCut does."""
+        per cell agrees to a few float32 ulps), written only in its window of radius
+        ``gauss_radius`` (see ``GAUSS_EPS`` for the bound) into a map that is 0 elsewhere:
+        kept buffers zero the previous call's windows first. A visible member with a NaN
+        coordinate makes DeepLabCut's whole map NaN: then the maps are computed whole, as
+        DeepLabCut does."""
         hm = buf.heatmap
-        b, g, m = x.shape
+        b, g, m = vis.shape
         flat = hm.view(-1)
         if buf.hm_dense:
             hm.zero_()
@@ -448,50 +469,95 @@ class DLCHeatmapTargets:
         buf.hm_windows, buf.hm_dense = None, False
         if m == 0:
             return
-        k2 = 1.0 / (2 * self.std ** 2)
-        if bool((vis & ~finite).any()):
-            ex = torch.where(vis[..., None], torch.exp(-(geo.gx - x[..., None]) ** 2 * k2), 0.0).float()
-            ey = torch.where(vis[..., None], torch.exp(-(geo.gy - y[..., None]) ** 2 * k2), 0.0).float()
+        k2 = -1.0 / (2 * self.std ** 2)
+        if bool(torch.isnan(pos).any(dim=-1).logical_and_(vis).any()):
+            e = [torch.where(vis[..., None], torch.exp((grid - pos[..., i, None]).square_().mul_(k2)),
+                             0.0).float() for i, grid in enumerate((geo.gx, geo.gy))]
             hg = hm[:, :g]
-            torch.mul(ey[:, :, 0, :, None], ex[:, :, 0, None, :], out=hg)
+            torch.mul(e[1][:, :, 0, :, None], e[0][:, :, 0, None, :], out=hg)
             for j in range(1, m):
-                torch.maximum(hg, ey[:, :, j, :, None] * ex[:, :, j, None, :], out=hg)
+                torch.maximum(hg, e[1][:, :, j, :, None] * e[0][:, :, j, None, :], out=hg)
             buf.hm_dense = True
             return
+        win = geo.gauss
+        starts = window_starts(pos_c, self.gauss_radius, stride, win.upper)  # (B, G, M, 2)
+        dx, dy, d = self._offsets(pos, starts, win, geo)
+        vis_ = vis[..., None]
+        if d is not None:
+            e = torch.where(vis_[..., None], torch.exp(d.square_().mul_(k2)), 0.0).float()
+            ex, ey = e[..., 0, :], e[..., 1, :]  # a member not drawn writes 0
+        else:
+            ex = torch.where(vis_, torch.exp(dx.square_().mul_(k2)), 0.0).float()
+            ey = torch.where(vis_, torch.exp(dy.square_().mul_(k2)), 0.0).float()
+        vals = ey[..., :, None] * ex[..., None, :]  # (B, G, M, rows, cols)
+        w = geo.gx.numel()
+        runs = (buf.base + starts[..., 1] * w + starts[..., 0])[..., None] + win.row_offsets
+        self._write_members(flat, runs, vals)
+        buf.hm_windows, buf.hm_span = runs.reshape(-1), win.cols
+
+    @staticmethod
+    def _write_members(flat: torch.Tensor, runs: torch.Tensor, vals: torch.Tensor,
+                       also: int = 0) -> None:
+        """Write each member's window ``vals (B, G, M, rows, cols)`` at the flat window-row
+        starts ``runs (B, G, M, rows)`` of a zeroed region, max over members (their windows
+        overlap within a map; one member's windows are in different maps, so one member
+        is written at a time); ``also``: write the same again ``also`` cells further."""
+        m, cols = vals.shape[2], vals.shape[-1]
+        for j in range(m):
+            sj = runs[:, :, j].reshape(-1) if m > 1 else runs.reshape(-1)
+            vj = vals[:, :, j].reshape(-1, cols) if m > 1 else vals.reshape(-1, cols)
+            if j:
+                vj = torch.maximum(read_runs(flat, sj, cols), vj)
+            write_runs(flat, sj, vj)
+            if also:
+                write_runs(flat, sj + also, vj)
+
+    def _gaussian_mask(self, buf: "_Outputs", pos: torch.Tensor, pos_c: torch.Tensor,
+                       vis: torch.Tensor, geo: "_Geometry", stride: float) -> None:
+        """The Gaussian locref mask (int64, 1 on the union of the disks ``sqrt(d^2)^2 <=
+        t^2`` of the drawn members, both channels) written as disk-window rows; kept
+        buffers zero the previous call's windows first."""
+        mflat = buf.mask.view(-1)
         h, w = geo.gy.numel(), geo.gx.numel()
-        sh, sw = geo.g_span
-        r = self.gauss_radius
-        c0 = window_starts(xc, r, stride, w, sw)  # (B, G, M)
-        r0 = window_starts(yc, r, stride, h, sh)
-        ex = torch.exp((geo.gx[c0[..., None] + geo.g_cols] - x[..., None]).square_().mul_(-k2))
-        ey = torch.exp((geo.gy[r0[..., None] + geo.g_rows] - y[..., None]).square_().mul_(-k2))
-        ex = torch.where(vis[..., None], ex, 0.0).float()  # a member not drawn writes 0
-        ey = torch.where(vis[..., None], ey, 0.0).float()  # (its coordinates may be NaN)
-        vals = ey[..., :, None] * ex[..., None, :]  # (B, G, M, sh, sw)
-        starts = (buf.base + r0 * w + c0)[..., None] + geo.g_rows * w  # (B, G, M, sh) flat
-        if m == 1:
-            write_runs(flat, starts.reshape(-1), vals.reshape(-1, sw))
-        else:  # members' windows overlap within a map: max, one member at a time (the
-            # windows of one member are in different maps)
-            for j in range(m):
-                sj, vj = starts[:, :, j].reshape(-1), vals[:, :, j].reshape(-1, sw)
-                write_runs(flat, sj, vj if j == 0 else torch.maximum(read_runs(flat, sj, sw), vj))
-        buf.hm_windows, buf.hm_span = starts.reshape(-1), sw
+        hw = h * w
+        if buf.mask_runs is not None:
+            fill_runs(mflat, buf.mask_runs, buf.mask_span, 0)
+            fill_runs(mflat, buf.mask_runs + hw, buf.mask_span, 0)
+            buf.mask_runs = None
+        if vis.shape[-1] == 0:
+            return
+        win = geo.disk
+        starts = window_starts(pos_c, self.dist_thresh, stride, win.upper)
+        inside = self._inside(*self._offsets(pos, starts, win, geo), vis).long()
+        runs = (2 * buf.base + starts[..., 1] * w + starts[..., 0])[..., None] + win.row_offsets
+        self._write_members(mflat, runs, inside, also=hw)
+        buf.mask_runs, buf.mask_span = runs.reshape(-1), win.cols
+
+    def _inside(self, dx: torch.Tensor, dy: torch.Tensor, d: torch.Tensor | None,
+                vis: torch.Tensor) -> torch.Tensor:
+        """``(B, G, M, rows, cols)`` bool: the window cell is inside the disk of a drawn
+        member: ``d^2 <= t^2`` (plateau) or ``sqrt(d^2)^2 <= t^2`` (Gaussian:
+        ``np.linalg.norm(grid - keypoint, axis=2) ** 2``), float64, as DeepLabCut tests it."""
+        if d is not None:
+            sq = d * d
+            dx2, dy2 = sq[..., 0, :], sq[..., 1, :]
+        else:
+            dx2, dy2 = dx * dx, dy * dy
+        d2 = dy2[..., :, None] + dx2[..., None, :]
+        if self.mode == "gaussian":
+            d2 = torch.sqrt(d2).square_()
+        return (d2 <= self.dist_thresh_sq).logical_and_(vis[..., None, None])
 
     def _geometry(self, h: int, w: int, stride: float, device: torch.device) -> "_Geometry":
         """The cached ``_Geometry`` of an ``(H, W)`` map at ``stride`` on ``device``."""
         key = (h, w, stride, str(device))
         geo = self._geoms.get(key)
         if geo is None:
-            g_span = (window_span(self.gauss_radius, stride, h),
-                      window_span(self.gauss_radius, stride, w))
-            d_span = (window_span(self.dist_thresh, stride, h),
-                      window_span(self.dist_thresh, stride, w))
-            ar = [torch.arange(n, device=device) for n in (*g_span, *d_span)]
-            geo = _Geometry(gx=dlc_grid(w, stride, device), gy=dlc_grid(h, stride, device),
-                            g_span=g_span, g_rows=ar[0], g_cols=ar[1],
-                            g_cells=ar[0][:, None] * w + ar[1], d_span=d_span,
-                            d_rows=ar[2], d_cols=ar[3], d_cells=ar[2][:, None] * w + ar[3])
+            gx, gy = dlc_grid(w, stride, device), dlc_grid(h, stride, device)
+            geo = _Geometry(gx=gx, gy=gy, gxy=torch.cat((gx, gy)),
+                            axis_off=torch.tensor([0, w], device=device),
+                            gauss=_Window.build(self.gauss_radius, stride, h, w, device),
+                            disk=_Window.build(self.dist_thresh, stride, h, w, device))
             if len(self._geoms) >= 8:
                 self._geoms.pop(next(iter(self._geoms)))
             self._geoms[key] = geo
@@ -523,39 +589,25 @@ class DLCHeatmapTargets:
                 self._kept.pop(next(iter(self._kept)))
         return buf, True
 
-    def _disks(self, x: torch.Tensor, y: torch.Tensor, xc: torch.Tensor, yc: torch.Tensor,
-               vis: torch.Tensor, geo: "_Geometry", stride: float,
-               base: torch.Tensor) -> list["_Disk"]:
-        """The cells inside the disk of every drawn keypoint (``vis``): Gaussian mode one
-        ``_Disk`` for all members (only ``lr_cells``: the locref mask is their union),
-        plateau mode one per member ``j``, in order (later members overwrite). Inside:
-        ``d^2 <= t^2`` (plateau) or ``sqrt(d^2)^2 <= t^2`` (Gaussian), float64, as
-        DeepLabCut tests it. Only the ``window_starts`` window of radius ``t`` is tested (the
-        disk cannot reach further). ``xc, yc``: the coordinates made finite for the window
-        arithmetic; ``base``: (B, G, 1) flat offset of heatmap ``(b, g)``."""
-        gx, gy = geo.gx, geo.gy
-        w, h = gx.numel(), gy.numel()
-        t = self.dist_thresh
-        sh, sw = geo.d_span
-        c0 = window_starts(xc, t, stride, w, sw)  # (B, G, M)
-        r0 = window_starts(yc, t, stride, h, sh)
-        cols = c0[..., None] + geo.d_cols  # (B, G, M, sw)
-        rows = r0[..., None] + geo.d_rows
-        dx = gx[cols] - x[..., None]  # float64
-        dy = gy[rows] - y[..., None]
-        d2 = (dy * dy)[..., :, None] + (dx * dx)[..., None, :]  # (B, G, M, sh, sw)
-        if self.mode == "gaussian":
-            d2 = torch.sqrt(d2).square_()  # np.linalg.norm(grid - keypoint, axis=2) ** 2
-        inside = (d2 <= self.dist_thresh_sq).logical_and_(vis[..., None, None])
-        cells = (r0 * w + c0)[..., None, None] + geo.d_cells  # cell in its (H, W) map
+    def _disks(self, pos: torch.Tensor, pos_c: torch.Tensor, vis: torch.Tensor,
+               geo: "_Geometry", stride: float, base: torch.Tensor) -> list["_Disk"]:
+        """Plateau mode: per member ``j``, in order (later members overwrite), the cells
+        inside the disks of its drawn keypoints (``_inside``) and the locref values there.
+        Only the disk window is tested (the disk cannot reach further). ``pos_c``: the
+        coordinates without NaN for the window arithmetic; ``base``: (B, G, 1) flat offset
+        of heatmap ``(b, g)``."""
+        win = geo.disk
+        starts = window_starts(pos_c, self.dist_thresh, stride, win.upper)  # (B, G, M, 2)
+        dx, dy, d = self._offsets(pos, starts, win, geo)
+        inside = self._inside(dx, dy, d, vis)  # (B, G, M, rows, cols)
+        w = geo.gx.numel()
+        cells = (starts[..., 1] * w + starts[..., 0])[..., None, None] + win.cells
         lr_base = (2 * base)[..., None]  # (B, G, 1, 1): locref channel 2g of sample b
-        if self.mode == "gaussian":
-            return [_Disk(lr_cells=torch.masked_select(cells + lr_base[..., None], inside))]
         scale = self.locref_scale
-        lx = (dx * -scale).float()  # (x - gx) / locref_std, (B, G, M, sw)
+        lx = (dx * -scale).float()  # (x - gx) / locref_std (bit-equal), (B, G, M, cols)
         ly = (dy * -scale).float()
         out = []
-        for j in range(x.shape[2]):  # members, in DeepLabCut's order
+        for j in range(pos.shape[2]):  # members, in DeepLabCut's order
             ins, cj = inside[:, :, j], cells[:, :, j]
             out.append(_Disk(lr_cells=torch.masked_select(cj + lr_base, ins),
                              hm_cells=torch.masked_select(cj + base[..., None], ins),

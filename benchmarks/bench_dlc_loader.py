@@ -53,7 +53,8 @@ def run_variant(config: str, variant: str, steps: int, warmup: int) -> dict:
         dropped: list[str] = []
     else:
         loaders = pf.make_loaders(config, device="cpu", ignore=LEAVE_OUT, batch_size=bs,
-                                  cache="host" if variant.endswith("cache") else None)
+                                  cache="auto" if variant.endswith("cache") else None)
+        assert variant == "posefeed" or loaders.cache == "host", loaders.cache
         loader, dropped = loaders.train, loaders.dropped
         gen = TARGET_GENERATORS.build({**gen_cfg, "type": "PosefeedHeatmapGaussianGenerator"})
     times, n = [], 0

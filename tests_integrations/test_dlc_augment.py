@@ -37,6 +37,7 @@ def test_default_shuffle_maps_completely_and_trains(openfield_config):
 
     loaders = make_loaders(openfield_config, device="cpu", batch_size=4)
     assert loaders.dropped == []
+    assert loaders.cache == "host"              # "auto": the frames fit, decoded once
     assert loaders.train.loader.graph.motion_noise
     torch.manual_seed(0)
     model = PoseModel.build(copy.deepcopy(dlc.model_cfg["model"]), pretrained_backbone=False)

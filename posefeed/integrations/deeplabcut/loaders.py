@@ -60,7 +60,7 @@ from deeplabcut.utils import auxiliaryfunctions as af
 
 from posefeed.datasets import load_dlc
 from posefeed.datasets.table import PoseTable
-from posefeed.pipelines import AugmentConfig, PoseLoader
+from posefeed.pipelines import AugmentConfig, CacheTooLarge, PoseLoader
 from posefeed.pipelines.augment import CROP_SAMPLING
 
 log = logging.getLogger("posefeed.integrations")
@@ -195,7 +195,29 @@ def shuffle_tables(dlc_loader: Any) -> tuple[PoseTable, PoseTable]:
     return out[0], out[1]
 
 
-def to_dlc_batch(batch: dict[str, torch.Tensor], table: PoseTable) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TableRows:
+    """Per table row, what `to_dlc_batch` reads (looked up once per loader, not per batch:
+    pandas lookups cost ~10-30 ms a batch): ``paths (R,)`` image paths (str objects),
+    ``sizes (R, 2)`` int64 (w, h), ``ids (R,)`` int64 the individual's position among the
+    table's sorted individual names."""
+
+    paths: np.ndarray
+    sizes: np.ndarray
+    ids: np.ndarray
+
+
+def table_rows(table: PoseTable) -> TableRows:
+    """`TableRows` of ``table``."""
+    images = table.frame[("image", "")].tolist()
+    inds = [str(i) for i in table.frame[("individual", "")].tolist()]
+    names = {n: i for i, n in enumerate(sorted(set(inds)))}
+    return TableRows(np.array([str(table.image_path(im)) for im in images], dtype=object),
+                     table.image_sizes, np.array([names[i] for i in inds], dtype=np.int64))
+
+
+def to_dlc_batch(batch: dict[str, torch.Tensor], table: PoseTable,
+                 rows: TableRows | None = None) -> dict[str, Any]:
     """A PoseLoader batch (frame mode) -> the dict DeepLabCut's ``PoseTrainingRunner.step``
     and its evaluation read (names, dtypes and shapes as DeepLabCut's collated
     ``PoseDataset`` items): ``image`` (B, 3, H, W) float32 (ImageNet-normalised),
@@ -206,7 +228,8 @@ def to_dlc_batch(batch: dict[str, torch.Tensor], table: PoseTable) -> dict[str, 
     padding), ``individual_ids`` (B, N) int64 (-1 for padding)}, ``image_id`` (B,) int64,
     ``path`` list of B str, ``original_size`` (B, 3) int64 (h, w, 3), ``offsets`` (B, 2)
     int64 zeros and ``scales`` (B, 2) float64 ones (bottom-up: the input is the image space
-    DeepLabCut evaluates in), ``context`` {} and posefeed's ``affine`` (B, 2, 3)."""
+    DeepLabCut evaluates in), ``context`` {} and posefeed's ``affine`` (B, 2, 3). ``rows``:
+    `table_rows` ``(table)``, made once by the caller (else here, each call)."""
     kp = batch["keypoints"].float().clone()                      # (B, N, K, 3)
     index = batch["index"].cpu().numpy()                        # (B, N) table rows, -1 padding
     b, n = index.shape
@@ -215,11 +238,10 @@ def to_dlc_batch(batch: dict[str, torch.Tensor], table: PoseTable) -> dict[str, 
     kp[..., 1][hidden] = -1.0
     valid = index >= 0
     first = index[:, 0]
-    paths = [str(table.image_path(table.frame[("image", "")].iloc[int(r)])) for r in first]
-    sizes = table.image_sizes[first]                            # (B, 2) w, h
-    inds = np.asarray(table.frame[("individual", "")])
-    names = sorted(set(map(str, inds)))
-    ids = np.where(valid, np.vectorize(lambda r: names.index(str(inds[r])) if r >= 0 else -1)(index), -1)
+    rows = table_rows(table) if rows is None else rows
+    paths = rows.paths[first].tolist()
+    sizes = rows.sizes[first]                                   # (B, 2) w, h
+    ids = np.where(valid, rows.ids[np.where(valid, index, 0)], -1)
     # boxes: the labelled keypoints' extent in input pixels (DeepLabCut adds its bbox_margin;
     # bottom-up heads and their metrics do not read them)
     vis = ~hidden
@@ -264,6 +286,7 @@ class DLCBatches:
     def __init__(self, loader: PoseLoader, dropped: list[str] | None = None) -> None:
         self.loader = loader
         self.table = loader.table
+        self.rows = table_rows(self.table)
         self.dropped = list(dropped or [])
         self._epoch = 0
 
@@ -277,7 +300,7 @@ class DLCBatches:
         self.loader.set_epoch(self._epoch)
         self._epoch += 1
         for batch in self.loader:
-            yield to_dlc_batch(batch, self.table)
+            yield to_dlc_batch(batch, self.table, self.rows)
 
     def close(self) -> None:
         self.loader.close()
@@ -293,13 +316,16 @@ class Loaders:
     model_folder: Path
     dropped: list[str]
     history: dict = field(default_factory=dict)  # train_network: the runner's loss history
+    #: the decoded-frame cache the loaders have ("device", "host" or None)
+    cache: str | None = None
 
 
 def make_loaders(config: str | Path, shuffle: int = 1, trainingsetindex: int = 0,
                  device: str = "auto", batch_size: int | None = None,
                  augment: bool = True, ignore: Iterable[str] = (), modelprefix: str = "",
                  seed: int | None = None, num_threads: int | None = None,
-                 cache: str | None = None, input_size: tuple[int, int] | None = None) -> Loaders:
+                 cache: str | None = "auto",
+                 input_size: tuple[int, int] | None = None) -> Loaders:
     """Train and test loaders for a DeepLabCut 3 shuffle (project ``config.yaml``).
 
     Train: the shuffle's train split, ``data.train`` mapped onto posefeed (``augment=False``:
@@ -307,7 +333,12 @@ def make_loaders(config: str | Path, shuffle: int = 1, trainingsetindex: int = 0
     full batches only. Test: the test split, one frame per batch at its own size, no
     augmentation, in order (what DeepLabCut's ``valid_dataloader`` gives).
     ``input_size``: the train loader's (w, h) (default: the crop size, or the frame).
-    ``ignore``: DeepLabCut augmentation options to leave out instead of raising."""
+    ``ignore``: DeepLabCut augmentation options to leave out instead of raising.
+    ``cache``: the decoded-frame cache of both loaders: "auto" (default) picks as ``posefeed
+    train`` does, the device cache on a GPU pipeline, else the host cache, else none when
+    neither fits (`CacheTooLarge`; logged, and kept in ``loaders.cache``); or "host",
+    "device", None (decode every step). Measured on openfield (docs/benchmarks.md): the host
+    cache takes the PNG decode (~4.5 ms a frame here) out of every step."""
     dlc = DLCLoader(config=str(config), shuffle=shuffle, trainset_index=trainingsetindex,
                     modelprefix=modelprefix)
     model_cfg = dlc.model_cfg
@@ -327,15 +358,34 @@ def make_loaders(config: str | Path, shuffle: int = 1, trainingsetindex: int = 0
     size = input_size or mapped.input_size or frame
     bs = int(batch_size or model_cfg["train_settings"]["batch_size"])
     s = int(model_cfg["train_settings"].get("seed", 42) if seed is None else seed)
-    train = PoseLoader(train_table, (), mode="frame", input_size=size, batch_size=bs,
-                       schedule=mapped.config, device=device, seed=s, shuffle=True,
-                       drop_last=True, num_threads=num_threads, cache=cache)
+    train, used = _cached_loader(cache, train_table, (), mode="frame", input_size=size,
+                                 batch_size=bs, schedule=mapped.config, device=device, seed=s,
+                                 shuffle=True, drop_last=True, num_threads=num_threads)
     test_sizes = {tuple(int(v) for v in r) for r in test_table.image_sizes}
     if len(test_sizes) != 1:
         raise ValueError(f"test frames have several sizes {sorted(test_sizes)}: the test loader "
                          "needs one (DeepLabCut evaluates each frame at its own size)")
-    test = PoseLoader(test_table, (), mode="frame", input_size=test_sizes.pop(), batch_size=1,
-                      schedule=NO_AUGMENTATION, device=device, seed=s, shuffle=False,
-                      drop_last=False, num_threads=num_threads, cache=cache)
+    test, _ = _cached_loader(cache if used is not None else None, test_table, (),
+                             mode="frame", input_size=test_sizes.pop(), batch_size=1,
+                             schedule=NO_AUGMENTATION, device=device, seed=s, shuffle=False,
+                             drop_last=False, num_threads=num_threads)
+    log.info("make_loaders: %s pipeline, frame cache %s", train.device, used or "none")
     return Loaders(DLCBatches(train, mapped.dropped), DLCBatches(test), model_cfg,
-                   Path(dlc.model_folder), mapped.dropped)
+                   Path(dlc.model_folder), mapped.dropped, cache=used)
+
+
+def _cached_loader(cache: str | None, table: PoseTable, codecs: tuple, device: str = "auto",
+                   **kw: Any) -> tuple[PoseLoader, str | None]:
+    """A PoseLoader with ``cache``; "auto": the device cache (GPU pipelines), then the host
+    cache, then none, the first that fits. Returns the loader and the cache it has."""
+    if cache != "auto":
+        return PoseLoader(table, codecs, cache=cache, device=device, **kw), cache
+    gpu = device == "gpu" or (device == "auto" and torch.cuda.is_available())
+    why = []
+    for option in (("device", "host") if gpu else ("host",)):
+        try:
+            return PoseLoader(table, codecs, cache=option, device=device, **kw), option
+        except CacheTooLarge as e:
+            why.append(f"cache={option!r} does not fit: {e}")
+    log.info("make_loaders: no frame cache (%s)", "; ".join(why))
+    return PoseLoader(table, codecs, device=device, **kw), None

@@ -27,12 +27,15 @@ def fix_aspect(size: np.ndarray, aspect: float) -> np.ndarray:
 
 def truncated_normal(rng: np.random.Generator, size, low: float = -1.0,
                      high: float = 1.0) -> np.ndarray:
-    """Standard normal samples restricted to ``[low, high]`` (vectorised rejection)."""
+    """Standard normal samples restricted to ``[low, high]`` (vectorised rejection: the
+    samples outside are drawn again, in index order, until none is; each round looks only at
+    the samples it drew)."""
     z = rng.standard_normal(size)
-    bad = (z < low) | (z > high)
-    while bad.any():
-        z[bad] = rng.standard_normal(int(bad.sum()))
-        bad = (z < low) | (z > high)
+    flat = z.reshape(-1)                 # a view: z is contiguous
+    bad = np.flatnonzero((flat < low) | (flat > high))
+    while bad.size:
+        flat[bad] = redrawn = rng.standard_normal(bad.size)
+        bad = bad[(redrawn < low) | (redrawn > high)]
     return z
 
 

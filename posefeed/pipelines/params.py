@@ -339,20 +339,26 @@ def _half_body(cfg: AugmentConfig, kp: np.ndarray, labelled: np.ndarray, u_half:
                u_upper: np.ndarray, upper: np.ndarray, lower: np.ndarray):
     """MMPose ``RandomHalfBody`` for ``kp (B, K, 3)``: returns centre (B, 2), size (B, 2) and
     the applied mask (B,)."""
-    n_up = (labelled & upper).sum(axis=1)
-    n_lo = (labelled & lower).sum(axis=1)
-    enough = (labelled.sum(axis=1) >= cfg.half_body_min_keypoints) & (u_half < cfg.half_body_prob)
+    # the ufuncs' reduce directly: what ndarray.sum/min/max/any call, without their Python
+    # wrappers (the feed runs this every batch)
+    count, lowest, highest = np.add.reduce, np.minimum.reduce, np.maximum.reduce
+    n_up = count(labelled & upper, axis=1)
+    n_lo = count(labelled & lower, axis=1)
+    enough = (count(labelled, axis=1) >= cfg.half_body_min_keypoints) & \
+        (u_half < cfg.half_body_prob)
     up_ok, lo_ok = n_up >= cfg.half_body_min_upper, n_lo >= cfg.half_body_min_lower
     use_upper = np.where(up_ok & lo_ok, u_upper < cfg.half_body_upper_prob, up_ok)
     applied = enough & (up_ok | lo_ok)
     sel = labelled & np.where(use_upper[:, None], upper[None, :], lower[None, :])
-    cnt = np.maximum(sel.sum(axis=1), 1)[:, None]
+    n_sel = count(sel, axis=1)
+    cnt = np.maximum(n_sel, 1)[:, None]
     xy = kp[..., :2]
-    center = (xy * sel[..., None]).sum(axis=1) / cnt
+    sel3 = sel[..., None]
+    center = count(xy * sel3, axis=1) / cnt
     big = np.finfo(np.float64).max
-    mn = np.where(sel[..., None], xy, big).min(axis=1)
-    mx = np.where(sel[..., None], xy, -big).max(axis=1)
-    has = sel.any(axis=1)[:, None]           # (no overflow from big - (-big) where none is)
+    mn = lowest(np.where(sel3, xy, big), axis=1)
+    mx = highest(np.where(sel3, xy, -big), axis=1)
+    has = (n_sel > 0)[:, None]               # (no overflow from big - (-big) where none is)
     size = (np.where(has, mx, 1.0) - np.where(has, mn, 0.0)) * cfg.half_body_padding
-    applied &= sel.sum(axis=1) >= 2
+    applied &= n_sel >= 2
     return center, np.maximum(size, 1.0), applied

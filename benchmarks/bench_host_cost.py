@@ -18,20 +18,34 @@ Steps timed, in the order the GPU path runs them, with the loader's own code:
 Stubbed, because they need CUDA (the Python around them is timed, the device work is not):
 the codecs' kernels (``encode`` returns preallocated outputs), GPU tensor lists (small host
 arrays behind the same methods, so ``from_dlpack`` / ``clone`` cost their Python only), the
-device cache's frames (torch ``meta`` tensors, which have shapes and no storage),
-``torch.cuda`` stream calls (no-ops; a host wait is counted in ``host_waits_per_batch``),
-and DALI's conversion of fed GPU batches (run on CPU placeholders of the same structure:
-a list of samples or one dense array; `feed_conversion`).
+device cache's frames (torch ``meta`` tensors, which have shapes and no storage; their
+gather, ``index_select(out=)``, is checked for shapes and not run: on meta tensors torch runs
+it through its Python reference implementation, ~190 us and ~450 calls a batch that the
+CUDA kernel launch does not have, `meta_index_select`), ``torch.cuda`` stream calls (no-ops;
+a host wait is counted in ``host_waits_per_batch``), and DALI's conversion of fed GPU
+batches (run on CPU placeholders of the same structure: a list of samples or one dense
+array; `feed_conversion`). The pipeline itself is not built: the loader is told that it
+runs DALI's default ``exec_dynamic`` executor (`_ExecDynamic`), as the pipelines it builds
+do, so its outputs are taken without a copy. The source runs with the GPU graph's spec (no
+ROI decode on the GPU path).
 
-Median of ``--batches`` batches after warm-up; ``python_calls_per_batch`` counts Python
-function and builtin calls on the main thread in one batch (``sys.setprofile``). Run:
-``python benchmarks/bench_host_cost.py [--json F] [--batches 30]``.
+Not timed (the same before and after the host-cost changes of issue 14): DALI's own
+Python around each fed input besides ``_prep_data_for_feed_input`` (the stream lookup in
+``Pipeline._feed_input``, a few us per input) and its C++ (the copy of fed parameters).
+
+Median of ``--batches`` batches after warm-up of the main thread's CPU time; the feed's
+look-ahead thread prepares batch N+1 meanwhile (its CPU time is not in the median, its
+calls are in ``python_calls_per_batch``: the calls of one batch of the whole host path on
+one thread, ``sys.setprofile``, the look-ahead switched off for the count). Run:
+``python benchmarks/bench_host_cost.py [--json F] [--batches 30]``; it also runs against an
+older tree (``PYTHONPATH=TREE``) for before / after tables.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
+import inspect
 import json
 import os
 import platform
@@ -230,6 +244,14 @@ class _NullContext:
         return False
 
 
+class _ExecDynamic:
+    """Stands in for the loader's built pipeline where `PoseLoader._to_torch` asks which
+    executor it runs: DALI 2.4's default ``exec_dynamic`` (asserted in
+    tests/test_pipeline_feed.py), whose outputs the loader takes without a copy."""
+
+    exec_dynamic = True
+
+
 class StubCuPy:
     """The CuPy calls `DenseTargets` makes, without a device: ``from_dlpack`` hands the
     (meta) torch tensor through, streams and devices are no-op contexts."""
@@ -266,15 +288,18 @@ def _step(loader, graph, codecs, cuda, torch):
         reader = ImageReader(table, frames=slab, ring=BatchRing(slab, b, loader.ring_depth))
         assert len(slab) == n
     # the GPU graph's source spec: no ROI decode on the GPU (the CPU loader's spec has it)
+    kw = {"tensor_lists": graph_params(spec)} \
+        if "tensor_lists" in inspect.signature(BatchSource).parameters else {}  # (older trees)
     source = BatchSource(table, dataclasses.replace(loader.spec, roi=spec.roi), reader,
-                         fields=graph_fields(spec), tensor_lists=graph_params(spec))
+                         fields=graph_fields(spec), **kw)
     split = SplitSource(source, graph_params(spec))
     targets = DenseTargets(codecs, loader.names[4:])
     targets._cupy = StubCuPy
     loader.targets = None
     loader.graph_names = loader.names[:4]
     loader.device = "gpu"
-    loader._zero_copy = True       # the loader's pipelines run DALI's exec_dynamic executor
+    # the pipelines the loader builds run DALI's exec_dynamic executor: outputs zero-copy
+    loader._pipe, loader._zero_copy = _ExecDynamic(), True
     loader_mod.TensorListGPU = StubTensorListGPU
     k = table.num_keypoints
     kp_dev = torch.empty((b, 1, k, 3), device="meta")

@@ -188,3 +188,43 @@ def test_no_augmentation_affine_closed_form(tmp_path):
     kp = b["keypoints"].numpy()[:, 0]
     # keypoint 0 is the box centre: it lands on the crop centre
     np.testing.assert_allclose(kp[:, 0, :2], [[(w - 1) / 2, (h - 1) / 2]] * 3, atol=1e-3)
+
+
+def test_stretched_box_crop_is_a_resize_of_the_region(tmp_path):
+    """``box_padding=1, box_keep_aspect=False`` (DeepLabCut's top-down crop): the box region
+    is resized to the input, each axis on its own: ``affine = [[sx, 0, x0 + sx/2 - 1/2],
+    [0, sy, y0 + sy/2 - 1/2]]`` with ``sx = box_w / w``, ``sy = box_h / h`` (input pixel j's
+    centre -> image x0 - 1/2 + (j + 1/2) sx: the sampling of cv2.resize INTER_LINEAR), and the
+    crop equals cv2.resize of the region (integer box, inside the image)."""
+    table = make_blob_table(tmp_path, n_images=3, k=4, bboxes="first")
+    # integer regions [X1, X2) x [Y1, Y2) of different aspects, as posefeed boxes (corner at -0.5)
+    regions = np.array([[3, 5, 40, 30], [10, 2, 50, 55], [0, 0, 33, 47]], dtype=np.float64)
+    frame = table.frame.copy()
+    for j, f in enumerate("xywh"):
+        frame[("bbox", f)] = regions[:, j] - (0.5 if f in "xy" else 0.0)
+    table = PoseTable(frame, table.bodyparts, root=table.root)
+    cfg = AugmentConfig.none().with_(box_padding=1.0, box_keep_aspect=False)
+    loader = PoseLoader(table, [], input_size=INPUT, batch_size=3, schedule=cfg, device="cpu",
+                        num_threads=1, shuffle=False, image_dtype="uint8")
+    b = batches(loader, 1)[0]
+    w, h = INPUT
+    sx, sy = regions[:, 2] / w, regions[:, 3] / h
+    want = np.stack([np.stack([sx, 0 * sx, regions[:, 0] + sx / 2 - 0.5], 1),
+                     np.stack([0 * sy, sy, regions[:, 1] + sy / 2 - 0.5], 1)], 1)
+    np.testing.assert_allclose(b["affine"].numpy(), want, rtol=1e-6, atol=1e-4)
+    img = b["image"].numpy().transpose(0, 2, 3, 1).astype(int)
+    for i in range(3):
+        row = int(b["index"][i, 0])
+        src = np.asarray(Image.open(table.image_path(table.frame[("image", "")][row])))[..., :3]
+        x0, y0, rw, rh = regions[i].astype(int)
+        ref = cv2.resize(src[y0:y0 + rh, x0:x0 + rw], INPUT, interpolation=cv2.INTER_LINEAR)
+        inner = np.abs(img[i] - ref.astype(int))[2:-2, 2:-2]   # the edges: cv2 replicates
+        assert inner.mean() < 1.0 and inner.max() <= 6, (inner.mean(), inner.max())
+    # keypoints move with the same matrix: back through the affine onto the labels
+    kp = b["keypoints"].numpy()[:, 0].astype(np.float64)
+    aff = b["affine"].numpy().astype(np.float64)
+    back = np.einsum("bij,bkj->bki", aff[:, :, :2], kp[..., :2]) + aff[:, None, :, 2]
+    rows = b["index"].numpy()[:, 0]
+    lab = table.keypoints[rows]
+    vis = kp[..., 2] > 0
+    np.testing.assert_allclose(back[vis], lab[..., :2][vis], atol=2e-3)

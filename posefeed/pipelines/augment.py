@@ -72,6 +72,12 @@ class AugmentConfig:
             in DeepLabCut, the candidates are every keypoint of the instances with at least
             one labelled keypoint, unlabelled ones included (at (0, 0), where DeepLabCut
             stores them, moved by the flip and the affine); none: "uniform".
+        box_padding: topdown only; the crop box is the instance box times this, about its
+            centre (MMPose ``GetBBoxCenterScale``: 1.25; DeepLabCut's top-down crop: 1.0,
+            its margin already in the box).
+        box_keep_aspect: topdown only; grow the box to the input's aspect and scale both
+            axes alike (MMPose); ``False``: each axis scaled to the input on its own
+            (DeepLabCut's ``top_down_crop``, a resize of the box region).
     Photometric (on the uint8 crop):
         hue_delta, saturation_delta, value_delta: YOLOX HSV jitter amplitudes in OpenCV units
             (hue: 0..180 scale, i.e. 2 degrees per unit; saturation and value: 0..255). Each
@@ -126,6 +132,8 @@ class AugmentConfig:
     motion_blur_sizes: tuple[int, ...] = (3, 5, 7)
     noise_prob: float = 0.0
     noise_var: tuple[float, float] = (0.0, 0.0)
+    box_padding: float = 1.25
+    box_keep_aspect: bool = True
 
     def __post_init__(self) -> None:
         if self.affine_distribution not in AFFINE_DISTRIBUTIONS:

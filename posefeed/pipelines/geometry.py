@@ -50,9 +50,11 @@ def flip_matrices(flip: np.ndarray, widths: np.ndarray) -> np.ndarray:
 
 
 def crop_matrices(center: np.ndarray, size: np.ndarray, rotation_deg: np.ndarray,
-                  out_size: tuple[int, int]) -> np.ndarray:
+                  out_size: tuple[int, int], stretch: bool = False) -> np.ndarray:
     """Forward matrices ``(B, 3, 3)`` that fit the rotated box (``center``, ``size`` (w, h))
-    into an output of ``out_size`` (w, h), keeping the aspect (letterbox when they differ).
+    into an output of ``out_size`` (w, h), keeping the aspect (letterbox when they differ);
+    ``stretch``: each axis scaled on its own (``k_x = w / size_w``, ``k_y = h / size_h``;
+    DeepLabCut's top-down crop, a resize of the box region to the output).
 
     ``dst = k * R(-rot) @ (src - center) + ((w - 1) / 2, (h - 1) / 2)`` with
     ``k = min(w / size_w, h / size_h)``: the box centre lands on the output's centre and the
@@ -65,15 +67,18 @@ def crop_matrices(center: np.ndarray, size: np.ndarray, rotation_deg: np.ndarray
     w, h = float(out_size[0]), float(out_size[1])
     c = np.asarray(center, dtype=np.float64).reshape(-1, 2)
     s = np.asarray(size, dtype=np.float64).reshape(-1, 2)
-    k = np.minimum(w / s[:, 0], h / s[:, 1])
+    kx = w / s[:, 0]
+    ky = h / s[:, 1]
+    if not stretch:
+        kx = ky = np.minimum(kx, ky)
     t = np.deg2rad(np.asarray(rotation_deg, dtype=np.float64).reshape(-1))
-    cos, sin = np.cos(t) * k, np.sin(t) * k
+    cos, sin = np.cos(t), np.sin(t)
     m = np.zeros((len(c), 3, 3))
-    # k * R(-t) = k * [[cos, sin], [-sin, cos]]
-    m[:, 0, 0], m[:, 0, 1] = cos, sin
-    m[:, 1, 0], m[:, 1, 1] = -sin, cos
-    m[:, 0, 2] = (w - 1) / 2 - (cos * c[:, 0] + sin * c[:, 1])
-    m[:, 1, 2] = (h - 1) / 2 - (-sin * c[:, 0] + cos * c[:, 1])
+    # diag(kx, ky) @ R(-t) = [[kx cos, kx sin], [-ky sin, ky cos]]
+    m[:, 0, 0], m[:, 0, 1] = kx * cos, kx * sin
+    m[:, 1, 0], m[:, 1, 1] = -ky * sin, ky * cos
+    m[:, 0, 2] = (w - 1) / 2 - (m[:, 0, 0] * c[:, 0] + m[:, 0, 1] * c[:, 1])
+    m[:, 1, 2] = (h - 1) / 2 - (m[:, 1, 0] * c[:, 0] + m[:, 1, 1] * c[:, 1])
     m[:, 2, 2] = 1.0
     return m
 

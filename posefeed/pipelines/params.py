@@ -211,7 +211,7 @@ def sample_batch(rng: np.random.Generator, cfg: AugmentConfig, mode: str,
             cfg, kp_f, labelled, sizes, input_size, shift, scale, rotation, u_method, u_start,
             u_pick, u_dlc_shift)
     elif mode == "topdown":
-        center, size = box_center_scale(bboxes, padding=1.25)
+        center, size = box_center_scale(bboxes, padding=cfg.box_padding)
         center[:, 0] = np.where(flip, sizes[:, 0] - 1.0 - center[:, 0], center[:, 0])
         half_body = _half_body(cfg, kp_f[:, 0], labelled[:, 0], u_half, u_upper, upper, lower)
         hb_center, hb_size, hb = half_body
@@ -237,9 +237,10 @@ def sample_batch(rng: np.random.Generator, cfg: AugmentConfig, mode: str,
     if not dlc_crop:
         center = center + shift * size
         size = size * scale[:, None]
-        if mode == "topdown":
+        stretch = mode == "topdown" and not cfg.box_keep_aspect
+        if mode == "topdown" and not stretch:
             size = fix_aspect(size, w_in / h_in)
-        crop_m = crop_matrices(center, size, rotation, input_size)
+        crop_m = crop_matrices(center, size, rotation, input_size, stretch=stretch)
     forward = crop_m @ fm
     inverse = np.linalg.inv(forward)
 

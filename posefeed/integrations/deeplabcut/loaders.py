@@ -7,13 +7,37 @@ training-dataset's ``Documentation_data-*.pickle``, rows of the training-dataset
 `AugmentConfig` and returns two iterables whose batches are the dict
 ``PoseTrainingRunner.step`` consumes (see `to_dlc_batch`).
 
-Coordinates: DeepLabCut's keypoints are the CollectedData label coordinates as they are, in
-image pixels with integer coordinates at pixel centres; that is posefeed's convention too
-(origin at the centre of the top-left pixel), so there is no conversion at the boundary:
-``annotations["keypoints"]`` are posefeed's batch keypoints (input pixels after augmentation)
-and map back to image pixels with the batch's ``affine``. With augmentation off and the input
-the frame's size, the affine is the identity and the keypoints are the labels exactly (tested
-against DeepLabCut's own dataset).
+Bottom-up shuffles (posefeed's frame mode): one sample per frame, all its individuals
+(``N`` = the config's individuals, DeepLabCut's order, ``individual_ids`` their positions
+in the config's list). Coordinates: DeepLabCut's keypoints are the CollectedData label
+coordinates as they are, in image pixels with integer coordinates at pixel centres; that is
+posefeed's convention too (origin at the centre of the top-left pixel), so there is no
+conversion at the boundary: ``annotations["keypoints"]`` are posefeed's batch keypoints
+(input pixels after augmentation) and map back to image pixels with the batch's ``affine``;
+``offsets`` are 0 and ``scales`` 1. With augmentation off and the input the frame's size,
+the affine is the identity and the keypoints are the labels exactly (tested against
+DeepLabCut's own dataset). ``boxes`` / ``area``: DeepLabCut's box (the visible labels
++- ``data.bbox_margin``, clipped to the frame; `posefeed.integrations.dlc_boxes`) moved by
+the augmentation (the box of its moved corners, as albumentations moves boxes).
+
+Top-down shuffles (``method: td``, e.g. ``net_type: top_down_resnet_50``; posefeed's topdown
+mode): one sample per DeepLabCut annotation (an individual with a visible label), the crop
+DeepLabCut's ``PoseDataset`` makes from ``data.train.top_down_crop {width, height, margin}``
+(``crop_with_context: false`` raises): the box from the labels with ``bbox_margin``, cast
+to int, grown by ``margin``, widened to the crop's aspect and rounded to the pixel region
+``[X1, X2) x [Y1, Y2)``, which is resized to (width, height) (`dlc_boxes.top_down_regions`;
+posefeed crops it with ``box_padding=1``, ``box_keep_aspect=False``). Coordinates: the crop's
+scales ``s = ((X2 - X1) / width, (Y2 - Y1) / height)``; DeepLabCut's crop keypoints are
+``x_d = (x - X1) / s`` (``offsets = (X1, Y1)``, ``scales = s``, and evaluation maps back with
+``x = x_d * s + offset``), while the resize puts input pixel ``j``'s centre at image
+``X1 - 1/2 + (j + 1/2) s`` (posefeed's ``affine``), so posefeed's keypoint ``j`` is
+``x_d = j + 1/2 - 1/(2 s)`` (``to_dlc_batch`` converts; tested against DeepLabCut's items).
+Labels that are not visible sit where DeepLabCut puts them (image (0, 0) -> ``-offset / s``)
+with ``v = 0``; DeepLabCut's out-of-crop rule sets ``v = 0`` too (``x`` outside
+``[0, height]``, ``y`` outside ``[0, width]``: its shape swap, kept). Known pixel
+differences: DeepLabCut normalises the frame before cropping, so outside the frame its crop
+is the ImageNet mean colour, posefeed's black; and it resizes the float image (posefeed
+warps uint8 bilinearly), a fraction of a grey level inside the frame.
 
 Augmentation (``data.train`` of pytorch_config.yaml, as DeepLabCut 3.0.2's
 ``build_transforms`` builds it with albumentations 1.4.3) -> posefeed's `AugmentConfig`
@@ -38,9 +62,18 @@ Augmentation (``data.train`` of pytorch_config.yaml, as DeepLabCut 3.0.2's
 * ``gaussian_noise`` (a number ``s``; ``true`` is the number 1 to DeepLabCut, anything else
   non-numeric 12.75) -> ``noise_prob = 0.5``, ``noise_var = (0, s**2)`` (``GaussNoise``, per
   channel);
+* top-down shuffles' ``affine``: DeepLabCut transforms the frame and the box together and
+  then crops the box, so its ``scaling`` and ``translation`` do not change the crop's
+  content (up to its integer rounding of the box) and are not mapped; ``rotation`` ->
+  posefeed's crop rotation about the box centre (uniform, probability ``p``), but
+  DeepLabCut crops the box of the rotated box's corners: an error unless ``ignore`` names
+  ``affine.top_down_rotation``; its ``motion_blur`` and ``gaussian_noise`` act on the whole
+  frame before the crop is resized, posefeed's on the crop: an error unless ``ignore`` names
+  ``motion_blur.top_down`` / ``gaussian_noise.top_down`` (then posefeed's, on the crop);
 * anything else that is set (``covering``, ``resize``, ``longest_max_size``,
   ``random_bbox_transform``, ``hist_eq``, ``elastic_transform``, ``grayscale``,
-  ``auto_padding``, ``scale_to_unit_range``, ``top_down_crop``, ``collate``):
+  ``auto_padding``, ``scale_to_unit_range``, ``top_down_crop`` in a bottom-up shuffle,
+  ``collate``):
   `UnsupportedAugmentation` naming it, unless ``ignore`` names it (then it is left out, and
   said so in ``loaders.dropped``).
 
@@ -60,6 +93,8 @@ from deeplabcut.utils import auxiliaryfunctions as af
 
 from posefeed.datasets import load_dlc
 from posefeed.datasets.table import PoseTable
+from posefeed.integrations.dlc_boxes import (crop_boxes, dlc_boxes, dlc_visible, region_boxes,
+                                             to_dlc_crop, top_down_regions)
 from posefeed.pipelines import AugmentConfig, CacheTooLarge, PoseLoader
 from posefeed.pipelines.augment import CROP_SAMPLING
 
@@ -99,9 +134,12 @@ def _is_set(value: Any) -> bool:
     return value not in (None, False, 0, {}, [], "")
 
 
-def map_augmentation(train_cfg: dict, ignore: Iterable[str] = ()) -> MappedAugmentation:
+def map_augmentation(train_cfg: dict, ignore: Iterable[str] = (),
+                     top_down: bool = False) -> MappedAugmentation:
     """DeepLabCut's ``data.train`` (a dict from pytorch_config.yaml) -> posefeed (see the
-    module docstring for the mapping and what raises `UnsupportedAugmentation`)."""
+    module docstring for the mapping and what raises `UnsupportedAugmentation`).
+    ``top_down``: the shuffle's pose model trains on crops around each box (its
+    ``top_down_crop`` is read by `make_loaders`)."""
     ignore = set(ignore)
     dropped: list[str] = []
 
@@ -133,7 +171,9 @@ def map_augmentation(train_cfg: dict, ignore: Iterable[str] = ()) -> MappedAugme
         cfg = cfg.with_(crop_size=input_size, crop_shift=float(crop.get("max_shift", 0.4)),
                         crop_sampling=method)
     affine = train_cfg.get("affine")
-    if affine is not None:                     # DeepLabCut builds Affine for any mapping
+    if affine is not None and top_down:
+        cfg = _top_down_affine(cfg, dict(affine or {}), unsupported)
+    elif affine is not None:                   # DeepLabCut builds Affine for any mapping
         affine = dict(affine or {})
         if _is_set(affine.get("translation")):
             unsupported("affine.translation", "DeepLabCut translates by whole pixels drawn "
@@ -166,7 +206,32 @@ def map_augmentation(train_cfg: dict, ignore: Iterable[str] = ()) -> MappedAugme
     if noise:
         std = noise if isinstance(noise, (int, float)) else DLC_NOISE_STD   # (True is 1)
         cfg = cfg.with_(noise_prob=0.5, noise_var=(0.0, float(std) ** 2))
+    if top_down:
+        for option in ("motion_blur", "gaussian_noise"):
+            if train_cfg.get(option):
+                unsupported(f"{option}.top_down", "a top-down shuffle applies it to the whole "
+                            "frame before the box is cropped and resized (its strength in the "
+                            "crop follows the box's size); posefeed applies it to the crop")
     return MappedAugmentation(cfg, input_size, dropped, flip_pairs)
+
+
+def _top_down_affine(cfg: AugmentConfig, affine: dict, unsupported) -> AugmentConfig:
+    """A top-down shuffle's ``affine``: DeepLabCut transforms the whole image and the box
+    together, then crops the transformed box. Its scaling and translation move the box with
+    the image, so the crop's content is the same (up to DeepLabCut's integer rounding of
+    the box): nothing to map. Its rotation turns the content about the box centre (posefeed
+    rotates the crop box by the same angle, ``rotate_factor``), but DeepLabCut's crop is
+    the box of the rotated box's corners (larger by up to ``|cos| + |sin|``), posefeed's the
+    rotated box itself: an error unless ``ignore`` names ``affine.top_down_rotation``
+    (both draw the angle uniformly with probability ``p``)."""
+    p = float(affine.get("p", 0.9))
+    rot = affine.get("rotation")
+    if _is_set(rot):
+        cfg = cfg.with_(affine_distribution="uniform", affine_prob=p, rotate_factor=float(rot),
+                        rotate_prob=p)
+        unsupported("affine.top_down_rotation", "DeepLabCut crops the box around the rotated "
+                    "box's corners, posefeed the rotated box (the crop's zoom differs)")
+    return cfg
 
 
 def shuffle_tables(dlc_loader: Any) -> tuple[PoseTable, PoseTable]:
@@ -195,75 +260,111 @@ def shuffle_tables(dlc_loader: Any) -> tuple[PoseTable, PoseTable]:
     return out[0], out[1]
 
 
-@dataclass(frozen=True)
-class TableRows:
-    """Per table row, what `to_dlc_batch` reads (looked up once per loader, not per batch:
-    pandas lookups cost ~10-30 ms a batch): ``paths (R,)`` image paths (str objects),
-    ``sizes (R, 2)`` int64 (w, h), ``ids (R,)`` int64 the individual's position among the
-    table's sorted individual names."""
+@dataclass
+class ShuffleRows:
+    """What a DeepLabCut batch needs per table row besides posefeed's batch (made once per
+    loader, read by `to_dlc_batch` with array gathers).
 
-    paths: np.ndarray
-    sizes: np.ndarray
+    Looked up once per loader, not per batch (pandas lookups cost ~10-30 ms a batch):
+    ``paths (R,)`` image paths (str objects), ``sizes (R, 2)`` int64 (w, h);
+    ``individuals``: the config's individuals (``individual_ids`` are positions in it);
+    ``ids (R,)`` each row's position; ``boxes (R, 4)`` DeepLabCut's box (image pixels,
+    `dlc_boxes`); ``num_animals``: DeepLabCut's instance count per frame (bottom-up: the
+    individuals; top-down: 1); ``crop_size`` (W, H) for top-down (else None)."""
+
+    individuals: list[str]
     ids: np.ndarray
+    boxes: np.ndarray
+    num_animals: int
+    crop_size: tuple[int, int] | None = None
+    paths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+    sizes: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
 
 
-def table_rows(table: PoseTable) -> TableRows:
-    """`TableRows` of ``table``."""
-    images = table.frame[("image", "")].tolist()
-    inds = [str(i) for i in table.frame[("individual", "")].tolist()]
-    names = {n: i for i, n in enumerate(sorted(set(inds)))}
-    return TableRows(np.array([str(table.image_path(im)) for im in images], dtype=object),
-                     table.image_sizes, np.array([names[i] for i in inds], dtype=np.int64))
+def shuffle_rows(table: PoseTable, individuals: list[str], bbox_margin: float,
+                 crop_size: tuple[int, int] | None = None) -> ShuffleRows:
+    code = {name: i for i, name in enumerate(individuals)}
+    names = np.asarray(table.frame[("individual", "")]).astype(str)
+    if len(individuals) == 1 and len(set(names) - {"single"}) == 1:
+        names = np.where(names == "single", names, individuals[0])   # a single-animal project
+    unknown = sorted(set(names) - set(code) - {"single"})
+    if unknown:
+        raise ValueError(f"individuals {unknown} of the labels are not in the config's "
+                         f"individuals {individuals}")
+    ids = np.asarray([code.get(n, -1) for n in names], dtype=np.int64)
+    boxes, _ = dlc_boxes(table.keypoints, table.image_sizes, bbox_margin)
+    paths = np.array([str(table.image_path(im)) for im in table.frame[("image", "")].tolist()],
+                     dtype=object)
+    return ShuffleRows(list(individuals), ids, boxes,
+                       1 if crop_size is not None else max(len(individuals), 1), crop_size,
+                       paths, table.image_sizes)
+
+
+def default_rows(table: PoseTable) -> ShuffleRows:
+    """`ShuffleRows` of a table on its own: its sorted individual names, DeepLabCut's
+    default ``bbox_margin`` (20), bottom-up."""
+    return shuffle_rows(table, sorted(set(map(str, table.frame[("individual", "")]))), 20.0)
+
+
+def _gather(values: np.ndarray, index: np.ndarray, fill) -> np.ndarray:
+    safe = np.where(index >= 0, index, 0)
+    out = values[safe]
+    out[index < 0] = fill
+    return out
 
 
 def to_dlc_batch(batch: dict[str, torch.Tensor], table: PoseTable,
-                 rows: TableRows | None = None) -> dict[str, Any]:
-    """A PoseLoader batch (frame mode) -> the dict DeepLabCut's ``PoseTrainingRunner.step``
-    and its evaluation read (names, dtypes and shapes as DeepLabCut's collated
-    ``PoseDataset`` items): ``image`` (B, 3, H, W) float32 (ImageNet-normalised),
-    ``annotations`` {``keypoints`` (B, N, K, 3) float32 (input pixels; x, y = -1 where
-    ``v <= 0``, as DeepLabCut marks invisible keypoints), ``keypoints_unique`` (B, 0),
-    ``with_center_keypoints`` (B,) bool, ``area`` (B, N) float32, ``boxes`` (B, N, 4) float32
-    xywh (input pixels), ``is_crowd`` (B, N) int64, ``labels`` (B, N) int64 (1, -1 for
-    padding), ``individual_ids`` (B, N) int64 (-1 for padding)}, ``image_id`` (B,) int64,
-    ``path`` list of B str, ``original_size`` (B, 3) int64 (h, w, 3), ``offsets`` (B, 2)
-    int64 zeros and ``scales`` (B, 2) float64 ones (bottom-up: the input is the image space
-    DeepLabCut evaluates in), ``context`` {} and posefeed's ``affine`` (B, 2, 3). ``rows``:
-    `table_rows` ``(table)``, made once by the caller (else here, each call)."""
-    kp = batch["keypoints"].float().clone()                      # (B, N, K, 3)
+                 rows: ShuffleRows | None = None) -> dict[str, Any]:
+    """A PoseLoader batch -> the dict DeepLabCut's ``PoseTrainingRunner.step`` and its
+    evaluation read (names, dtypes and shapes as DeepLabCut's collated ``PoseDataset``
+    items): ``image`` (B, 3, H, W) float32 (ImageNet-normalised), ``annotations``
+    {``keypoints`` (B, N, K, 3) float32, ``keypoints_unique`` (B, 0),
+    ``with_center_keypoints`` (B,) bool, ``area`` (B, N) float32, ``boxes`` (B, N, 4)
+    float32 xywh, ``is_crowd`` (B, N) int64, ``labels`` (B, N) int64 (1, -1 for padding),
+    ``individual_ids`` (B, N) int64 (-1 for padding)}, ``image_id`` (B,) int64, ``path``
+    list of B str, ``original_size`` (B, 3) int64 (h, w, 3), ``offsets`` (B, 2) int64,
+    ``scales`` (B, 2) float64, ``context`` {} and posefeed's ``affine`` (B, 2, 3).
+
+    Frame mode (bottom-up): ``N`` = the config's individuals; DeepLabCut's instance order
+    (instances with a visible keypoint first, in the config's order, then padding);
+    keypoints as posefeed's (no conversion), ``x, y = 0`` where ``v <= 0``; ``boxes``:
+    DeepLabCut's box (`dlc_boxes`) mapped through the augmentation (the box of its four
+    corners), clipped to the input, ``area = max(1, w) * max(1, h)``; offsets 0, scales 1.
+
+    Topdown mode (one instance per sample, `make_loaders` on a top-down shuffle): ``N = 1``;
+    keypoints in DeepLabCut's crop convention (see the module docstring), ``offsets`` /
+    ``scales`` DeepLabCut's (crop -> image: ``x = x_crop * scale + offset``), ``boxes`` and
+    ``area`` DeepLabCut's in-crop box (`crop_boxes`)."""
+    kp = batch["keypoints"].detach().cpu().double().clone()      # (B, N, K, 3), small
     index = batch["index"].cpu().numpy()                        # (B, N) table rows, -1 padding
-    b, n = index.shape
-    hidden = kp[..., 2] <= 0
-    kp[..., 0][hidden] = -1.0
-    kp[..., 1][hidden] = -1.0
-    valid = index >= 0
+    b = index.shape[0]
+    if rows is None:
+        rows = default_rows(table)
     first = index[:, 0]
-    rows = table_rows(table) if rows is None else rows
     paths = rows.paths[first].tolist()
     sizes = rows.sizes[first]                                   # (B, 2) w, h
-    ids = np.where(valid, rows.ids[np.where(valid, index, 0)], -1)
-    # boxes: the labelled keypoints' extent in input pixels (DeepLabCut adds its bbox_margin;
-    # bottom-up heads and their metrics do not read them)
-    vis = ~hidden
-    big = torch.tensor(1e9)
-    x0 = torch.where(vis, kp[..., 0], big).amin(-1)
-    y0 = torch.where(vis, kp[..., 1], big).amin(-1)
-    x1 = torch.where(vis, kp[..., 0], -big).amax(-1)
-    y1 = torch.where(vis, kp[..., 1], -big).amax(-1)
-    has = vis.any(-1)
-    boxes = torch.stack([x0, y0, x1 - x0, y1 - y0], -1)
-    boxes = torch.where(has[..., None], boxes, torch.zeros_like(boxes))
-    area = boxes[..., 2].clamp(min=1) * boxes[..., 3].clamp(min=1)
     dev = batch["image"].device
+    affine = batch["affine"].double().cpu()                      # (B, 2, 3) input -> image
+    if rows.crop_size is not None:
+        kp, offsets, scales, boxes, area = _top_down(kp, index, affine, rows)
+        index = index[:, :1]
+    else:
+        kp, index, boxes, area = _bottom_up(kp, index, affine, rows, batch["image"].shape)
+        offsets = np.zeros((b, 2), dtype=np.int64)
+        scales = np.ones((b, 2), dtype=np.float64)
+    valid = index >= 0
+    n = index.shape[1]
     annotations = {
-        "keypoints": kp,
+        "keypoints": kp.float().to(dev),
         "keypoints_unique": torch.zeros((b, 0), dtype=torch.float32, device=dev),
         "with_center_keypoints": torch.zeros(b, dtype=torch.bool, device=dev),
-        "area": torch.where(torch.as_tensor(valid, device=dev), area, torch.zeros_like(area)),
-        "boxes": boxes,
+        "area": torch.as_tensor(np.where(valid, area, 0), dtype=torch.float32, device=dev),
+        "boxes": torch.as_tensor(np.where(valid[..., None], boxes, 0), dtype=torch.float32,
+                                 device=dev),
         "is_crowd": torch.zeros((b, n), dtype=torch.int64, device=dev),
         "labels": torch.as_tensor(np.where(valid, 1, -1), dtype=torch.int64, device=dev),
-        "individual_ids": torch.as_tensor(ids, dtype=torch.int64, device=dev),
+        "individual_ids": torch.as_tensor(_gather(rows.ids, index, -1), dtype=torch.int64,
+                                          device=dev),
     }
     return {
         "image": batch["image"],
@@ -271,23 +372,69 @@ def to_dlc_batch(batch: dict[str, torch.Tensor], table: PoseTable,
         "path": paths,
         "original_size": torch.as_tensor(np.stack([sizes[:, 1], sizes[:, 0], np.full(b, 3)], 1),
                                          dtype=torch.int64),
-        "offsets": torch.zeros((b, 2), dtype=torch.int64),
-        "scales": torch.ones((b, 2), dtype=torch.float64),
+        "offsets": torch.as_tensor(offsets, dtype=torch.int64),
+        "scales": torch.as_tensor(scales, dtype=torch.float64),
         "annotations": annotations,
         "context": {},
         "affine": batch["affine"],
     }
 
 
+def _bottom_up(kp: torch.Tensor, index: np.ndarray, affine: torch.Tensor, rows: ShuffleRows,
+               image_shape) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
+    b, n = index.shape
+    hidden = kp[..., 2] <= 0
+    kp[..., :2] = torch.where(hidden[..., None], torch.zeros_like(kp[..., :2]), kp[..., :2])
+    # DeepLabCut's order: instances with a visible keypoint, in the config's order, padded
+    ids = _gather(rows.ids, index, -1)
+    keep = (index >= 0) & (~hidden).any(-1).cpu().numpy() & (ids >= 0)
+    order = np.argsort(np.where(keep, ids, np.iinfo(np.int64).max), axis=1, kind="stable")
+    index = np.where(np.take_along_axis(keep, order, 1), np.take_along_axis(index, order, 1), -1)
+    kp = torch.take_along_dim(kp, torch.as_tensor(order)[..., None, None], 1)
+    kp[torch.as_tensor(index < 0)] = 0.0
+    m = rows.num_animals
+    if m > n:
+        kp = torch.cat([kp, kp.new_zeros((b, m - n) + tuple(kp.shape[2:]))], 1)
+        index = np.concatenate([index, np.full((b, m - n), -1)], 1)
+    elif m < n:
+        if (index[:, m:] >= 0).any():
+            raise ValueError(f"a frame has more instances than the config's {m} individuals")
+        kp, index = kp[:, :m], index[:, :m]
+    # DeepLabCut's box, moved by the augmentation (image -> input: the affine's inverse)
+    box = _gather(rows.boxes, index, 0.0)                         # (B, M, 4) image xywh
+    x0, y0, x1, y1 = box[..., 0], box[..., 1], box[..., 0] + box[..., 2], box[..., 1] + box[..., 3]
+    corners = np.stack([np.stack([x0, y0], -1), np.stack([x1, y0], -1),
+                        np.stack([x0, y1], -1), np.stack([x1, y1], -1)], -2)   # (B, M, 4, 2)
+    a = np.concatenate([affine.numpy(), np.tile([[[0.0, 0.0, 1.0]]], (b, 1, 1))], 1)
+    fwd = np.linalg.inv(a)
+    xy = np.einsum("bij,bmcj->bmci", fwd[:, :2, :2], corners) + fwd[:, None, None, :2, 2]
+    h, w = int(image_shape[-2]), int(image_shape[-1])
+    lo = np.clip(xy.min(-2), 0, [w, h])
+    hi = np.clip(xy.max(-2), 0, [w, h])
+    boxes = np.concatenate([lo, hi - lo], -1)
+    area = np.maximum(boxes[..., 2], 1) * np.maximum(boxes[..., 3], 1)
+    return kp, index, boxes, area
+
+
+def _top_down(kp: torch.Tensor, index: np.ndarray, affine: torch.Tensor, rows: ShuffleRows):
+    """Top-down: DeepLabCut's crop keypoints, offsets and scales (`dlc_boxes.to_dlc_crop`)
+    and its in-crop box and area (`dlc_boxes.crop_boxes`)."""
+    kp_d, offsets, scales = to_dlc_crop(kp[:, :1].cpu().numpy(), affine.numpy(), rows.crop_size)
+    box = _gather(rows.boxes, index[:, 0], 0.0)
+    boxes, area = crop_boxes(box, offsets, scales, rows.crop_size)
+    return torch.from_numpy(kp_d), offsets, scales, boxes[:, None], area[:, None]
+
+
 class DLCBatches:
     """An iterable of DeepLabCut batch dicts over a PoseLoader (``len``, ``set_epoch`` and
     ``state_dict`` pass through; each pass over it is the next epoch)."""
 
-    def __init__(self, loader: PoseLoader, dropped: list[str] | None = None) -> None:
+    def __init__(self, loader: PoseLoader, dropped: list[str] | None = None,
+                 rows: ShuffleRows | None = None) -> None:
         self.loader = loader
         self.table = loader.table
-        self.rows = table_rows(self.table)
         self.dropped = list(dropped or [])
+        self.rows = rows if rows is not None else default_rows(self.table)
         self._epoch = 0
 
     def __len__(self) -> int:
@@ -342,36 +489,86 @@ def make_loaders(config: str | Path, shuffle: int = 1, trainingsetindex: int = 0
     dlc = DLCLoader(config=str(config), shuffle=shuffle, trainset_index=trainingsetindex,
                     modelprefix=modelprefix)
     model_cfg = dlc.model_cfg
-    if str(dlc.pose_task.name) != "BOTTOM_UP":
+    task = str(dlc.pose_task.name)
+    if task not in ("BOTTOM_UP", "TOP_DOWN"):
         raise ValueError(f"{dlc.model_config_path}: method {model_cfg.get('method')!r}: "
-                         "make_loaders supports bottom-up shuffles only (no top-down crops yet)")
+                         "make_loaders supports bottom-up and top-down shuffles")
+    top_down = task == "TOP_DOWN"
     train_table, test_table = shuffle_tables(dlc)
+    train_cfg = dict(model_cfg["data"]["train"])
+    margin = float(model_cfg["data"].get("bbox_margin", 20))
+    individuals = [str(i) for i in model_cfg["metadata"]["individuals"]]
+    if top_down:
+        crop, train_table, test_table = _top_down_tables(model_cfg, train_table, test_table,
+                                                         margin)
+        train_cfg.pop("top_down_crop", None)
     if augment:
-        mapped = map_augmentation(dict(model_cfg["data"]["train"]), ignore)
+        mapped = map_augmentation(train_cfg, ignore, top_down=top_down)
     else:
         mapped = MappedAugmentation(NO_AUGMENTATION, None, [])
     if mapped.dropped:
         log.warning("make_loaders: left out DeepLabCut augmentation %s", ", ".join(mapped.dropped))
     if mapped.flip_pairs is not None:         # DeepLabCut's symmetries, or none
         train_table = replace(train_table, flip_pairs=mapped.flip_pairs)
-    frame = tuple(int(v) for v in train_table.image_sizes[0])
-    size = input_size or mapped.input_size or frame
     bs = int(batch_size or model_cfg["train_settings"]["batch_size"])
     s = int(model_cfg["train_settings"].get("seed", 42) if seed is None else seed)
-    train, used = _cached_loader(cache, train_table, (), mode="frame", input_size=size,
-                                 batch_size=bs, schedule=mapped.config, device=device, seed=s,
-                                 shuffle=True, drop_last=True, num_threads=num_threads)
-    test_sizes = {tuple(int(v) for v in r) for r in test_table.image_sizes}
-    if len(test_sizes) != 1:
-        raise ValueError(f"test frames have several sizes {sorted(test_sizes)}: the test loader "
-                         "needs one (DeepLabCut evaluates each frame at its own size)")
-    test, _ = _cached_loader(cache if used is not None else None, test_table, (),
-                             mode="frame", input_size=test_sizes.pop(), batch_size=1,
-                             schedule=NO_AUGMENTATION, device=device, seed=s, shuffle=False,
-                             drop_last=False, num_threads=num_threads)
+    common = dict(device=device, seed=s, num_threads=num_threads)
+    if top_down:
+        geometry = dict(box_padding=1.0, box_keep_aspect=False)
+        train, used = _cached_loader(cache, train_table, (), mode="topdown",
+                                     input_size=input_size or crop, batch_size=bs,
+                                     schedule=mapped.config.with_(**geometry), shuffle=True,
+                                     drop_last=True, **common)
+        test, _ = _cached_loader(cache if used is not None else None, test_table, (),
+                                 mode="topdown", input_size=crop, batch_size=1,
+                                 schedule=NO_AUGMENTATION.with_(**geometry), shuffle=False,
+                                 drop_last=False, **common)
+        crop_size: tuple[int, int] | None = crop
+    else:
+        frame = tuple(int(v) for v in train_table.image_sizes[0])
+        train, used = _cached_loader(cache, train_table, (), mode="frame",
+                                     input_size=input_size or mapped.input_size or frame,
+                                     batch_size=bs, schedule=mapped.config, shuffle=True,
+                                     drop_last=True, **common)
+        test_sizes = {tuple(int(v) for v in r) for r in test_table.image_sizes}
+        if len(test_sizes) != 1:
+            raise ValueError(f"test frames have several sizes {sorted(test_sizes)}: the test "
+                             "loader needs one (DeepLabCut evaluates each frame at its own size)")
+        test, _ = _cached_loader(cache if used is not None else None, test_table, (),
+                                 mode="frame", input_size=test_sizes.pop(), batch_size=1,
+                                 schedule=NO_AUGMENTATION, shuffle=False, drop_last=False,
+                                 **common)
+        crop_size = None
     log.info("make_loaders: %s pipeline, frame cache %s", train.device, used or "none")
-    return Loaders(DLCBatches(train, mapped.dropped), DLCBatches(test), model_cfg,
-                   Path(dlc.model_folder), mapped.dropped, cache=used)
+    rows = [shuffle_rows(t, individuals, margin, crop_size) for t in (train_table, test_table)]
+    return Loaders(DLCBatches(train, mapped.dropped, rows[0]), DLCBatches(test, [], rows[1]),
+                   model_cfg, Path(dlc.model_folder), mapped.dropped, cache=used)
+
+
+def _top_down_tables(model_cfg: dict, train: PoseTable, test: PoseTable, margin: float
+                     ) -> tuple[tuple[int, int], PoseTable, PoseTable]:
+    """The crop size and the tables of a top-down shuffle: one row per DeepLabCut
+    annotation (an individual with a visible label; unique bodyparts' rows left out), its
+    box the region DeepLabCut's ``top_down_crop`` reads (`top_down_regions`)."""
+    crop_cfg = dict(model_cfg["data"]["train"].get("top_down_crop") or {})
+    crop = (int(crop_cfg.get("width", 256)), int(crop_cfg.get("height", 256)))
+    if not crop_cfg.get("crop_with_context", True):
+        raise UnsupportedAugmentation("top_down_crop.crop_with_context", "false pads the box "
+                                      "to the crop's aspect with black instead of the image "
+                                      "around it; posefeed's crop reads the image")
+    out = []
+    for table in (train, test):
+        vis = dlc_visible(table.keypoints, table.image_sizes)
+        names = np.asarray(table.frame[("individual", "")]).astype(str)
+        table = table.subset(np.flatnonzero(vis.any(axis=1) & (names != "single")))
+        boxes, _ = dlc_boxes(table.keypoints, table.image_sizes, margin)
+        regions = top_down_regions(boxes, crop, float(crop_cfg.get("margin", 0)))
+        frame = table.frame.copy()
+        for j, f in enumerate(("x", "y", "w", "h")):
+            frame[("bbox", f)] = region_boxes(regions)[:, j]
+        out.append(PoseTable(frame, table.bodyparts, table.flip_pairs, table.skeleton,
+                             table.root, table.problems, table.unique_bodyparts))
+    return crop, out[0], out[1]
 
 
 def _cached_loader(cache: str | None, table: PoseTable, codecs: tuple, device: str = "auto",

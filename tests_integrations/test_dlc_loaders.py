@@ -97,7 +97,7 @@ def test_default_recipe_mapping_errors_and_augmented_batches(openfield_config):
         back = kp[j, ..., :2].double() @ a[:, :2].T + a[:, 2]
         orig = labels[p]["annotations"]["keypoints"][0].double()
         assert torch.allclose(back[vis[j]], orig[..., :2][vis[j]], atol=1e-3)
-        assert (kp[j][~vis[j]][:, :2] == -1).all()
+        assert (kp[j][~vis[j]][:, :2] == 0).all()       # DeepLabCut's unlabelled (0, 0)
     torch.manual_seed(0)
     model = PoseModel.build(copy.deepcopy(dlc.model_cfg["model"]), pretrained_backbone=False)
     out = model(batch["image"])

@@ -327,7 +327,8 @@ def to_dlc_batch(batch: dict[str, torch.Tensor], table: PoseTable,
 
     Frame mode (bottom-up): ``N`` = the config's individuals; DeepLabCut's instance order
     (instances with a visible keypoint first, in the config's order, then padding);
-    keypoints as posefeed's (no conversion), ``x, y = 0`` where ``v <= 0``; ``boxes``:
+    keypoints as posefeed's (no conversion), ``x, y = 0`` where ``v <= 0`` (DeepLabCut's
+    unlabelled keypoints, which its generators never read); ``boxes``:
     DeepLabCut's box (`dlc_boxes`) mapped through the augmentation (the box of its four
     corners), clipped to the input, ``area = max(1, w) * max(1, h)``; offsets 0, scales 1.
 

@@ -205,3 +205,28 @@ def test_bad_areas_are_refused():
     with pytest.raises(ValueError, match=r"area\[0, 0\] = nan"):
         c.encode(x, area=np.array([[np.nan, 100.0]], np.float32))
     c.encode(x, area=np.array([[100.0, 0.0]], np.float32))  # nothing of animal 1 is drawn: fine
+
+
+
+@pytest.mark.parametrize("stride,t", [(2, 17), (4, 17), (8, 17), (4, 5), (16, 30), (3, 2)])
+def test_separable_gaussian_worst_case(stride, t):
+    # the codec evaluates DLC's exp(-(dx² + dy²) / 2σ²) as exp(-dx²/2σ²) * exp(-dy²/2σ²)
+    # (float32); its docstring bounds the difference by 3e-7 absolute. Worst case over 11 x 11
+    # sub-pixel positions of a keypoint (one per sample) and of a centre (the wider sigma),
+    # every cell of their windows, against DLC's loop (tests/oracles.py)
+    frac = np.linspace(0, 1, 11, dtype=np.float32)
+    fx, fy = (a.reshape(-1) for a in np.meshgrid(frac, frac))
+    sigma_c = t / stride
+    size = int(2 * (3 * sigma_c + 4)) + 8
+    xs = (np.float32(size // 2) + fx).astype(np.float32)  # positions in cells
+    ys = (np.float32(size // 2) + fy).astype(np.float32)
+    to_px = lambda a: (a * np.float32(stride) + np.float32(stride / 2)).astype(np.float32)  # noqa: E731
+    pts = np.zeros((fx.size, 2, 2, 3), np.float32)  # instance 0: keypoint only; 1: centre only
+    pts[:, 0, 0] = np.stack([to_px(xs), to_px(ys), np.full(fx.size, 2, np.float32)], -1)
+    pts[:, 1, 1] = np.stack([to_px(ys), to_px(xs), np.full(fx.size, 2, np.float32)], -1)
+    area = np.ones((fx.size, 2), np.float32)
+    c = DEKR(1, stride=stride, heatmap_size=(size, size), pos_dist_thresh=t, centers_given=True)
+    got = c.encode(pts, area=area)["heatmap"]
+    want = dekr_loop(pts, area, stride, (size, size), pos_dist_thresh=t)["heatmap"]
+    assert ((got > 0) == (want > 0)).all()  # the same windows
+    assert float(np.abs(got - want).max()) <= 3e-7

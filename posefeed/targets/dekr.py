@@ -215,7 +215,8 @@ class DEKR(Codec):
         hm, wt = dst["heatmap"], dst["heatmap_weight"]
         hmf, wtf = hm.reshape(-1), wt.reshape(-1)
         if "hm" in prev:
-            hmf[prev["hm"]] = 0.0
+            for key in prev["hm"]:
+                hmf[key] = 0.0
         elif "fresh" not in prev:
             hm.fill(0.0)
         # weight: 0 on maps with a v == -1 instance, else bg; then 1 on the windows of the
@@ -223,12 +224,13 @@ class DEKR(Codec):
         ign = v == -1
         last_ign = xp.where(ign, xp.arange(n)[None, :, None], -1).max(axis=1)  # (B, K+1)
         base = xp.where(last_ign >= 0, xp.float32(0), xp.float32(self.bg_weight)).astype(xp.float32)
+        one_base = not bool((last_ign >= 0).any())  # every map's base is bg (no v == -1)
         if "base" in prev:  # maps whose base changed are refilled, the others' 1s reset
-            ones = prev["ones"]
-            if bool((base == base.reshape(-1)[0]).all()):  # one value (no v = -1): no gather
-                wtf[ones] = base.reshape(-1)[0]
-            else:
-                wtf[ones] = base.reshape(-1)[ones // hw_]
+            for ones in prev["ones"]:
+                if one_base:
+                    wtf[ones] = self.bg_weight
+                else:
+                    wtf[ones] = base.reshape(-1)[ones // hw_]
             cb, ck = xp.nonzero(prev["base"] != base)
             if cb.size:
                 wt[cb, ck] = base[cb, ck][:, None, None]
@@ -236,69 +238,95 @@ class DEKR(Codec):
             xp.copyto(wt, base[:, :, None, None])
         new["base"] = base
         late = drawn & (xp.arange(n)[None, :, None] > last_ign[:, None, :])
-        parts = []
+        keys, ones_all = [], []
         for sel, sigma in ((slice(0, k1 - 1), self.sigma), (slice(k1 - 1, k1), self.center_sigma)):
-            parts.append(self._windows(xp, xs[..., sel], ys[..., sel], drawn[..., sel], late[..., sel],
-                                       sigma, sel.start, k1))
-        key = xp.concatenate([p[0] for p in parts])
-        val = xp.concatenate([p[1] for p in parts])
-        ones = xp.concatenate([p[2] for p in parts])
-        wtf[ones] = 1.0
-        new["ones"] = ones
-        # max over instances: write everything, then rewrite the cells where a larger value
-        # lost (duplicate indices keep an arbitrary one); each round raises every such
-        # cell, so at most N rounds (usually one or two)
-        hmf[key] = val
-        k_, v_ = key, val
-        while k_.size:
-            lost = xp.flatnonzero(v_ > hmf[k_])
-            k_, v_ = k_[lost], v_[lost]
-            hmf[k_] = v_
-        new["hm"] = key
+            key, val, lt, over = self._windows(xp, xs[..., sel], ys[..., sel], drawn[..., sel],
+                                               late[..., sel], sigma, sel.start, k1)
+            if key is None:
+                continue
+            # windows that no other instance's window of the same map meets: one scatter;
+            # the others: the max over instances by a scatter repeated where a larger value
+            # lost (duplicate indices keep an arbitrary one; each round raises every such
+            # cell, so at most N rounds, usually one)
+            if bool(over.any()):
+                solo, shared = xp.flatnonzero(~over), xp.flatnonzero(over)
+                k_s, v_s = key[solo].reshape(-1), val[solo].reshape(-1)
+                hmf[k_s] = v_s
+                k_, v_ = key[shared].reshape(-1), val[shared].reshape(-1)
+                hmf[k_] = v_
+                keys += [k_s, k_]
+                while k_.size:
+                    lost = xp.flatnonzero(v_ > hmf[k_])
+                    k_, v_ = k_[lost], v_[lost]
+                    hmf[k_] = v_
+            else:
+                k_ = key.reshape(-1)
+                hmf[k_] = val.reshape(-1)
+                keys.append(k_)
+            ones = key.reshape(-1) if bool(lt.all()) else key[xp.flatnonzero(lt)].reshape(-1)
+            wtf[ones] = 1.0
+            ones_all.append(ones)
+        new["hm"] = keys
+        new["ones"] = ones_all
 
     def _windows(self, xp: Any, xs: Array, ys: Array, drawn: Array, late: Array, sigma: float,
-                 k0: int, k1: int) -> tuple[Array, Array, Array]:
-        """The window cells of every drawn keypoint of one kind (``sigma``): flat indices into
-        ``(B, K+1, H, W)`` and float32 values of a block per keypoint (0 outside its window),
-        and the indices whose weight becomes 1."""
+                 k0: int, k1: int) -> tuple[Any, Any, Any, Any]:
+        """The windows of every drawn keypoint of one kind (``sigma``), one fixed-size block
+        each, in (b, k, n) order: flat indices ``key (M, S, S)`` into ``(B, K+1, H, W)`` and
+        float32 values ``val (M, S, S)``, ``late (M,)`` (weight 1), ``over (M,)`` (another
+        instance's window on the same map meets it); ``None``s if none is drawn.
+
+        A block covers DeepLabCut's window ``[floor(x_s - 3σ - 1), ceil(x_s + 3σ + 2))``
+        clipped to the map (both axes; its width is < 6σ + 5 -- ceil and floor add < 1 each --
+        so ``S = ceil(6σ + 3) + 1`` cells hold it, one more if ``6σ + 3`` is within 1e-3 of an
+        integer (float32 rounding of the ends); at most the map's size); block cells past the
+        window repeat its last row / column (the same index and value twice: harmless in a
+        scatter).
+
+        Values: ``exp(-dx²/2σ²) * exp(-dy²/2σ²)`` (float32) for DeepLabCut's
+        ``exp(-(dx² + dy²)/2σ²)``: one exp per row and column instead of per cell. The two
+        differ by rounding only: with ``u = dx²/2σ²``, ``t = dy²/2σ²`` (the squares rounded
+        alike), DeepLabCut's exponent is ``(u + t)(1 + δ)``-rounded (|δ| <= 2 ulp = 1.2e-7
+        for the sum and the division), so its value is ``e^-(u+t) (1 + (u+t) δ')`` and
+        ``(u+t) e^-(u+t) <= 1/e``: at most 1.2e-7 / e = 4.4e-8 absolute; each exp, the
+        product and the final rounding add <= 1 ulp (6e-8 relative) each: <= 3e-7 absolute in
+        all (tests/test_targets_dekr.py checks the worst case over dense sub-pixel offsets).
+        """
         w, h = self.heatmap_size
         f32 = xp.float32
         r3 = f32(3 * sigma)
         two_s2 = f32(2 * sigma ** 2)
-        span = int(math.ceil(6 * sigma + 3)) + 2  # ceil(x + 3σ + 2) - floor(x - 3σ - 1) <= this
-        ul_x = xp.floor(((xs - r3) - f32(1)).astype(f32))
-        ul_y = xp.floor(((ys - r3) - f32(1)).astype(f32))
-        br_x = xp.ceil(((xs + r3) + f32(2)).astype(f32))
-        br_y = xp.ceil(((ys + r3) + f32(2)).astype(f32))
-        idx = xp.flatnonzero(drawn.reshape(-1))  # drawn (b, n, k) of this kind
-        if idx.size == 0:
-            z = xp.zeros(0, dtype=xp.int64)
-            return z, xp.zeros(0, dtype=f32), xp.zeros(0, dtype=bool)
-        kk = drawn.shape[-1]
-        n = drawn.shape[1]
-        bi, ki = idx // (n * kk), idx % kk
-        # a fixed-size block per keypoint, moved inside the map; cells outside DLC's
-        # (clipped) window [ul, br) get 0 and no weight
-        sx, sy = min(span, w), min(span, h)
-        cc = xp.maximum(ul_x.reshape(-1)[idx], 0).astype(xp.int64)
-        aa = xp.maximum(ul_y.reshape(-1)[idx], 0).astype(xp.int64)
-        dd = xp.minimum(br_x.reshape(-1)[idx], w).astype(xp.int64)
-        bb = xp.minimum(br_y.reshape(-1)[idx], h).astype(xp.int64)
-        c0 = xp.minimum(cc, w - sx)
-        r0 = xp.minimum(aa, h - sy)
-        cols = c0[:, None] + xp.arange(sx)  # (M, sx)
-        rows = r0[:, None] + xp.arange(sy)
-        cin = (cols >= cc[:, None]) & (cols < dd[:, None])
-        rin = (rows >= aa[:, None]) & (rows < bb[:, None])
-        dx = cols.astype(f32) - xs.reshape(-1)[idx][:, None]
-        dy = rows.astype(f32) - ys.reshape(-1)[idx][:, None]
-        dx2 = xp.where(cin, dx * dx, f32(np.inf))  # exp(-inf) = 0 outside the window
-        dy2 = xp.where(rin, dy * dy, f32(np.inf))
-        val = xp.exp(-(dy2[:, :, None] + dx2[:, None, :]) / two_s2).astype(f32)  # (M, sy, sx)
-        hw_ = h * w
-        key = ((bi * k1 + k0 + ki) * hw_)[:, None, None] + (rows * w)[:, :, None] + cols[:, None, :]
-        inside = (rin & late.reshape(-1)[idx][:, None])[:, :, None] & cin[:, None, :]
-        return key.reshape(-1), val.reshape(-1), key[inside]
+        span = int(math.ceil(6 * sigma + 3 + 1e-3)) + 1  # > the window's width (see above)
+        b, n, kk = drawn.shape
+        tid = xp.flatnonzero(xp.transpose(drawn, (0, 2, 1)).reshape(-1))  # drawn, in (b, k, n) order
+        if tid.size == 0:
+            return None, None, None, None
+        bi, ki, ni = tid // (kk * n), (tid // n) % kk, tid % n
+        idx = (bi * n + ni) * kk + ki  # flat (b, n, k)
+        xk, yk = xs.reshape(-1)[idx], ys.reshape(-1)[idx]
+        # DLC's window, clipped to the map: columns [cc, dd), rows [aa, bb)
+        cc = xp.maximum(xp.floor(((xk - r3) - f32(1)).astype(f32)), 0).astype(xp.int64)
+        aa = xp.maximum(xp.floor(((yk - r3) - f32(1)).astype(f32)), 0).astype(xp.int64)
+        dd = xp.minimum(xp.ceil(((xk + r3) + f32(2)).astype(f32)), w).astype(xp.int64)
+        bb = xp.minimum(xp.ceil(((yk + r3) + f32(2)).astype(f32)), h).astype(xp.int64)
+        cols = xp.minimum(cc[:, None] + xp.arange(min(span, w)), (dd - 1)[:, None])  # (M, Sx)
+        rows = xp.minimum(aa[:, None] + xp.arange(min(span, h)), (bb - 1)[:, None])  # (M, Sy)
+        dx = cols.astype(f32) - xk[:, None]
+        dy = rows.astype(f32) - yk[:, None]
+        gx = xp.exp(-((dx * dx) / two_s2))
+        gy = xp.exp(-((dy * dy) / two_s2))
+        val = gy[:, :, None] * gx[:, None, :]  # (M, Sy, Sx) float32
+        key = (((bi * k1 + k0 + ki) * h)[:, None] + rows) * w  # (M, Sy): each block row's cell 0
+        key = key[:, :, None] + cols[:, None, :]
+        # windows meeting another instance's on the same map: (b, k, n, n') rectangle tests
+        rect = xp.zeros((4, b * kk * n), dtype=xp.int64)  # not drawn: the empty [0, 0)
+        rect[:, tid] = xp.stack([cc, dd, aa, bb])
+        rc = rect.reshape(4, b * kk, n)
+        meet = ((xp.maximum(rc[0][:, :, None], rc[0][:, None, :]) < xp.minimum(rc[1][:, :, None], rc[1][:, None, :]))
+                & (xp.maximum(rc[2][:, :, None], rc[2][:, None, :]) < xp.minimum(rc[3][:, :, None], rc[3][:, None, :])))
+        over = (meet.sum(axis=2) > 1).reshape(-1)[tid]  # itself and one more
+        lt = late.reshape(-1)[idx]
+        return key, val, lt, over
 
     def _offsets(self, xp: Any, x: Array, y: Array, v: Array, area: Array, dst: dict, prev: dict,
                  new: dict) -> None:
@@ -312,7 +340,7 @@ class DEKR(Codec):
             for a_ in (off, ow):
                 flat = a_.reshape(-1)
                 flat[pb] = 0.0
-                flat[pb + hw_] = 0.0
+                flat[hw_:][pb] = 0.0
         elif "fresh" not in prev:
             off.fill(0.0)
             ow.fill(0.0)
@@ -326,16 +354,46 @@ class DEKR(Codec):
         inst = xp.flatnonzero((drawn.any(axis=-1) & (x1 > x0) & (y1 > y0)).reshape(-1))  # (b, n)
         if inst.size == 0:
             return
+        # every drawn keypoint of every instance on its whole square, one block per
+        # (instance, keypoint) (block cells past the square repeat its last row / column);
+        # cells that several instances' squares cover are rewritten below by DLC's rule
+        xk, yk = xs[..., :k].reshape(b * n, k), ys[..., :k].reshape(b * n, k)
+        x0f, x1f, y0f, y1f = x0.reshape(-1), x1.reshape(-1), y0.reshape(-1), y1.reshape(-1)
+        q = xp.flatnonzero(drawn.reshape(b * n, k)[inst])
+        pi, kq = inst[q // k], q % k
+        cols = xp.minimum(x0f[pi][:, None] + xp.arange(min(span, w)), (x1f[pi] - 1)[:, None])  # (Q, Sx)
+        rows = xp.minimum(y0f[pi][:, None] + xp.arange(min(span, h)), (y1f[pi] - 1)[:, None])  # (Q, Sy)
+        key = ((((pi // n) * (2 * k) + 2 * kq) * h)[:, None] + rows) * w  # block rows' cell 0
+        key = key[:, :, None] + cols[:, None, :]  # (Q, Sy, Sx): offset channel 2k; 2k+1 is + H*W
+        shape = key.shape
+        ox = xp.broadcast_to((cols.astype(xp.float32) - xk[pi, kq][:, None])[:, None, :], shape)
+        oy = xp.broadcast_to((rows.astype(xp.float32) - yk[pi, kq][:, None])[:, :, None], shape)
+        wq = xp.broadcast_to((xp.float32(1) / xp.sqrt(area.reshape(-1)[pi])).astype(xp.float32)[:, None, None],
+                             shape)
+        flat_o, flat_w = off.reshape(-1), ow.reshape(-1)
+        flat_o[key] = ox
+        flat_o[hw_:][key] = oy
+        flat_w[key] = wq
+        flat_w[hw_:][key] = wq
+        new["off"] = key.reshape(-1)
+        # cells on several squares: DLC visits instance by instance, keypoint by keypoint
         o = xp.arange(span)
-        cols = x0.reshape(-1)[inst][:, None] + o
-        rows = y0.reshape(-1)[inst][:, None] + o
-        ins = (rows < y1.reshape(-1)[inst][:, None])[:, :, None] & (cols < x1.reshape(-1)[inst][:, None])[:, None, :]
+        cols = x0f[inst][:, None] + o
+        rows = y0f[inst][:, None] + o
+        ins = (rows < y1f[inst][:, None])[:, :, None] & (cols < x1f[inst][:, None])[:, None, :]
         m, i, j = xp.nonzero(ins)
         p = inst[m]  # flat (b, n) of each entry
         bi, ni = p // n, p % n
         pos = rows[m, i] * w + cols[m, j]
-        # visit order per cell: sort entries by (b, cell, n)
+        # visit order per cell: sort entries by (b, cell, n); keep the cells with several
         srt = xp.sort((bi * hw_ + pos) * n + ni)
+        grp = srt // n
+        multi = xp.zeros(srt.size, dtype=bool)
+        multi[1:] = grp[1:] == grp[:-1]
+        multi[:-1] |= multi[1:]
+        srt = srt[multi]
+        if srt.size == 0:
+            return
         grp, ni = srt // n, srt % n
         bi = grp // hw_
         p = bi * n + ni
@@ -355,22 +413,20 @@ class DEKR(Codec):
         rank = rank.reshape(-1).astype(xp.int64)
         ra = rank[p]
         seg = xp.cumsum(brings) - 1
-        big = int(rank.max()) + 1 if rank.size else 1
-        run = xp.minimum.accumulate(ra - seg * big) + seg * big  # A after each entry
+        run = _segment_running_min(xp, ra, xp.flatnonzero(brings), seg)  # A after each entry
         before = xp.empty_like(run)
         before[1:] = run[:-1]
         before[0] = -1
         full = start | (before >= ra)
         kidx = xp.arange(k)
-        fnew = xp.argmax(S & ~W, axis=1)
+        fnew = xp.argmax((S & ~W).astype(xp.int8), axis=1)  # the first keypoint nobody set
         f = xp.where(full, 0, xp.where(brings, fnew, k))
         T = S & (kidx[None, :] >= f[:, None])  # keypoints this entry writes
-        # the last writer of each keypoint per cell
-        writer = xp.maximum.accumulate(xp.where(T, xp.arange(e)[:, None], -1), axis=0)
+        # the last writer of each keypoint per cell (-1: none), then the writes keypoint-major
+        # (each offset map's cells in increasing order)
         ends = xp.flatnonzero(xp.concatenate([start[1:], xp.ones(1, dtype=bool)]))
-        wl = writer[ends]  # (G, K)
-        ok = wl >= first[:, None]
-        g, kj = xp.nonzero(ok)
+        wl = _group_last(xp, T, first, ends)  # (G, K)
+        kj, g = xp.nonzero(wl.T >= 0)
         we = wl[g, kj]
         cell = grp[ends][g] % hw_
         bg, pw = bi[we], p[we]
@@ -379,12 +435,10 @@ class DEKR(Codec):
         ox = colc - xs[..., :k].reshape(b * n, k)[pw, kj]
         oy = rowc - ys[..., :k].reshape(b * n, k)[pw, kj]
         wgt = (xp.float32(1) / xp.sqrt(area.reshape(-1)[pw])).astype(xp.float32)
-        base = (bg * (2 * k) + 2 * kj) * hw_ + cell
-        new["off"] = base
-        for a_, vals in ((off, (ox, oy)), (ow, (wgt, wgt))):
-            flat = a_.reshape(-1)
+        base = (bg * (2 * k) + 2 * kj) * hw_ + cell  # cells of the blocks above: no new cells
+        for flat, vals in ((flat_o, (ox, oy)), (flat_w, (wgt, wgt))):
             flat[base] = vals[0]
-            flat[base + hw_] = vals[1]
+            flat[hw_:][base] = vals[1]
 
     def _check_area(self, xp: Any, x: Array, y: Array, v: Array, area: Array) -> None:
         """Refuse a non-finite or non-positive area for an instance with a keypoint (not the
@@ -418,3 +472,28 @@ class DEKR(Codec):
         """Not provided: DEKR's outputs are decoded by the model's predictor (centre peaks,
         offsets, rescoring)."""
         raise NotImplementedError("DEKR has no decode: grouping belongs to the model's predictor")
+
+
+def _segment_running_min(xp: Any, a: Array, seg_first: Array, seg: Array) -> Array:
+    """Running minimum of ``a (E,)`` restarting at each segment (``seg[i]``: entry ``i``'s
+    segment, segments contiguous, ``seg_first``: their first entries). Without
+    ``ufunc.accumulate`` (CuPy has it for add and multiply only): a ``(E, D)`` minimum over
+    the last ``D`` entries, ``D`` the longest segment (here <= N, the instances on a cell)."""
+    i = xp.arange(a.size, dtype=xp.int64)
+    d = i - seg_first[seg]  # position in its segment
+    depth = int(d.max()) + 1
+    back = i[:, None] - xp.arange(depth, dtype=xp.int64)[None, :]  # (E, D) this and earlier entries
+    vals = xp.where(back >= (i - d)[:, None], a[xp.maximum(back, 0)], a.max() + 1)
+    return vals.min(axis=1)
+
+
+def _group_last(xp: Any, t: Array, first: Array, ends: Array) -> Array:
+    """Per group ``g`` (entries ``first[g] .. ends[g]``, contiguous) and column ``k`` of the
+    boolean ``t (E, K)``: the last entry with ``t`` set, -1 if none -- a ``(G, D, K)``
+    maximum, ``D`` the largest group (here <= N)."""
+    depth = int((ends - first).max()) + 1
+    back = ends[:, None] - xp.arange(depth, dtype=xp.int64)[None, :]  # (G, D)
+    inside = back >= first[:, None]
+    bk = xp.maximum(back, 0)
+    cand = xp.where((inside[:, :, None] & t[bk]), bk[:, :, None], -1)
+    return cand.max(axis=1)

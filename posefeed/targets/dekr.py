@@ -8,6 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from posefeed.targets._common import Array, as_keypoints, size_pair, split_keypoints
+from posefeed.targets._rows import fill_runs
 from posefeed.targets.base import Codec
 
 _BIG = 1.0e7  # px; coordinates are clipped here before integer casts (never drawn there)
@@ -214,9 +215,9 @@ class DEKR(Codec):
         drawn = (v > 0) & ~((xs < 0) | (ys < 0) | (xs >= w) | (ys >= h))
         hm, wt = dst["heatmap"], dst["heatmap_weight"]
         hmf, wtf = hm.reshape(-1), wt.reshape(-1)
-        if "hm" in prev:
-            for key in prev["hm"]:
-                hmf[key] = 0.0
+        if "hm" in prev:  # the previous windows' rows (runs of the blocks' width)
+            for starts, width in prev["hm"]:
+                fill_runs(xp, hmf, starts, width, 0.0)
         elif "fresh" not in prev:
             hm.fill(0.0)
         # weight: 0 on maps with a v == -1 instance, else bg; then 1 on the windows of the
@@ -226,11 +227,9 @@ class DEKR(Codec):
         base = xp.where(last_ign >= 0, xp.float32(0), xp.float32(self.bg_weight)).astype(xp.float32)
         one_base = not bool((last_ign >= 0).any())  # every map's base is bg (no v == -1)
         if "base" in prev:  # maps whose base changed are refilled, the others' 1s reset
-            for ones in prev["ones"]:
-                if one_base:
-                    wtf[ones] = self.bg_weight
-                else:
-                    wtf[ones] = base.reshape(-1)[ones // hw_]
+            for starts, width in prev["ones"]:  # runs inside one map row: one base each
+                fill_runs(xp, wtf, starts, width,
+                          self.bg_weight if one_base else base.reshape(-1)[starts // hw_][:, None])
             cb, ck = xp.nonzero(prev["base"] != base)
             if cb.size:
                 wt[cb, ck] = base[cb, ck][:, None, None]
@@ -238,7 +237,7 @@ class DEKR(Codec):
             xp.copyto(wt, base[:, :, None, None])
         new["base"] = base
         late = drawn & (xp.arange(n)[None, :, None] > last_ign[:, None, :])
-        keys, ones_all = [], []
+        hm_runs, one_runs = [], []
         for sel, sigma in ((slice(0, k1 - 1), self.sigma), (slice(k1 - 1, k1), self.center_sigma)):
             key, val, lt, over = self._windows(xp, xs[..., sel], ys[..., sel], drawn[..., sel],
                                                late[..., sel], sigma, sel.start, k1)
@@ -254,7 +253,6 @@ class DEKR(Codec):
                 hmf[k_s] = v_s
                 k_, v_ = key[shared].reshape(-1), val[shared].reshape(-1)
                 hmf[k_] = v_
-                keys += [k_s, k_]
                 while k_.size:
                     lost = xp.flatnonzero(v_ > hmf[k_])
                     k_, v_ = k_[lost], v_[lost]
@@ -262,12 +260,19 @@ class DEKR(Codec):
             else:
                 k_ = key.reshape(-1)
                 hmf[k_] = val.reshape(-1)
-                keys.append(k_)
-            ones = key.reshape(-1) if bool(lt.all()) else key[xp.flatnonzero(lt)].reshape(-1)
-            wtf[ones] = 1.0
-            ones_all.append(ones)
-        new["hm"] = keys
-        new["ones"] = ones_all
+            late_key = key if bool(lt.all()) else key[xp.flatnonzero(lt)]
+            wtf[late_key.reshape(-1)] = 1.0
+            # for the next call: the rows of every block (from their first column; zeroing
+            # past a window is harmless, the map is 0 there or the cell is another window's),
+            # and the late blocks' rows moved inside their map row (the weight's base is per map)
+            sx = int(key.shape[2])
+            row0 = key[:, :, 0].reshape(-1)
+            hm_runs.append((xp.minimum(row0, hmf.size - sx), sx))
+            r0 = late_key[:, :, 0].reshape(-1)
+            col = r0 % w
+            one_runs.append((r0 - col + xp.minimum(col, w - sx), sx))
+        new["hm"] = hm_runs
+        new["ones"] = one_runs
 
     def _windows(self, xp: Any, xs: Array, ys: Array, drawn: Array, late: Array, sigma: float,
                  k0: int, k1: int) -> tuple[Any, Any, Any, Any]:
@@ -335,16 +340,16 @@ class DEKR(Codec):
         w, h = self.heatmap_size
         hw_ = h * w
         off, ow = dst["offset"], dst["offset_weight"]
-        if "off" in prev:
-            pb = prev["off"]
+        if "off" in prev:  # the previous blocks' rows, both channels
+            starts, width = prev["off"]
             for a_ in (off, ow):
                 flat = a_.reshape(-1)
-                flat[pb] = 0.0
-                flat[hw_:][pb] = 0.0
+                fill_runs(xp, flat, starts, width, 0.0)
+                fill_runs(xp, flat[hw_:], starts, width, 0.0)
         elif "fresh" not in prev:
             off.fill(0.0)
             ow.fill(0.0)
-        new["off"] = xp.zeros(0, dtype=xp.int64)
+        new["off"] = (xp.zeros(0, dtype=xp.int64), 1)
         xs, ys = self._scaled(xp, x, y)
         drawn = ((v > 0) & ~((xs < 0) | (ys < 0) | (xs >= w) | (ys >= h)))[..., :k]  # S_n
         r = self.radius
@@ -375,7 +380,8 @@ class DEKR(Codec):
         flat_o[hw_:][key] = oy
         flat_w[key] = wq
         flat_w[hw_:][key] = wq
-        new["off"] = key.reshape(-1)
+        sx = int(key.shape[2])
+        new["off"] = (xp.minimum(key[:, :, 0].reshape(-1), off.size - hw_ - sx), sx)
         # cells on several squares: DLC visits instance by instance, keypoint by keypoint
         o = xp.arange(span)
         cols = x0f[inst][:, None] + o

@@ -7,6 +7,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from posefeed.targets._common import Array, as_keypoints, clean_keypoints, dlc_cell_centres, size_pair
+from posefeed.targets._rows import fill_runs
 from posefeed.targets.base import Codec
 
 _BIG = 1.0e7  # px; coordinates and interval ends are clipped here before integer casts
@@ -132,16 +133,16 @@ class PartAffinityField(Codec):
                 paf.fill(0.0)
             else:  # only the previous call's cells are non-zero
                 flat = paf.reshape(-1)
-                for idx in prev:
-                    flat[idx] = 0.0
-                    flat[hw_:][idx] = 0.0
-        parts = self._cell_parts(xp, kp)
+                starts, width = prev
+                fill_runs(xp, flat, starts, width, 0.0)
+                fill_runs(xp, flat[hw_:], starts, width, 0.0)
+        parts = self._cell_parts(xp, kp, runs := [])
         flat = paf.reshape(-1)
         for idx, vx, vy in parts:  # disjoint sets of cells
             flat[idx] = vx
             flat[hw_:][idx] = vy  # channel 2l + 1: the same cell one map further
         if memo is not None:
-            memo["cells"] = [p[0] for p in parts]
+            memo["cells"] = _chunks(xp, *runs[0], int(paf.size) - hw_) if runs else (xp.zeros(0, dtype=xp.int64), 1)
         return {"paf": paf}
 
     def limbs(self, keypoints: Array) -> dict[str, Array]:
@@ -198,11 +199,12 @@ class PartAffinityField(Codec):
         t = self._first if xp is np else xp.asarray(self._first)
         return t[xp.clip(v, 0, t.size - 1).astype(xp.int64)]
 
-    def _cell_parts(self, xp: Any, kp: Array) -> list[tuple[Array, Array, Array]]:
+    def _cell_parts(self, xp: Any, kp: Array, runs: list | None = None) -> list[tuple[Array, Array, Array]]:
         """The cells to write, as parts ``(idx, vx, vy)`` (see :meth:`cells`) to be scattered
         in order: no index repeats within a part; a later part's value wins (DLC's later
         animal). One part per overlap depth (how many animals' same limb cover one row:
-        usually one or two parts)."""
+        usually one or two parts). ``runs``: if given, ``(first cell, count)`` of every run of
+        written cells is appended (what the next call with kept buffers clears)."""
         b, n, _ = kp.shape[:3]
         L = self.num_limbs
         w, h = self.heatmap_size
@@ -309,6 +311,8 @@ class PartAffinityField(Codec):
             rank[order] = xp.arange(m, dtype=xp.int64) - start[gid]
             depth = int(rank.max()) + 1
         fc = xp.stack([uxp, uyp, yux - orp])
+        if runs is not None:
+            runs.append((xp.take(base, rp) + rs, rn))
         if depth == 1:
             return [self._run_values(xp, rp, rs, rn, base, fc, gxf)]
         # runs by depth: within one depth no cell repeats (one pair per map row); each
@@ -376,6 +380,22 @@ def _expand(xp: Any, start: Array, count: Array) -> tuple[Array, Array]:
     first = ends - count  # index of each range's first element
     value = xp.arange(total, dtype=xp.int64) - first[owner] + start.astype(xp.int64)[owner]
     return owner, value
+
+
+def _chunks(xp: Any, start: Array, count: Array, size: int) -> tuple[Array, int]:
+    """Runs ``[start, start + count)`` of a flat array of ``size`` as starts of equal
+    chunks ``(starts, C)`` covering them (C: a power of two near the mean run, 4 .. 64; the
+    last chunk of a run overshoots it, starts are kept <= size - C): for :func:`fill_runs`,
+    which clears them (clearing more than the run is harmless where all else is 0)."""
+    keep = count > 0
+    if not bool(keep.any()):
+        return xp.zeros(0, dtype=xp.int64), 1
+    start, count = start[keep], count[keep]
+    mean = float(count.sum()) / int(count.size)
+    c = 1 << min(max(2, int(round(np.log2(max(mean, 1.0))))), 6)
+    c = min(c, size)
+    owner, j = _expand(xp, xp.zeros_like(count), (count + (c - 1)) // c)
+    return xp.minimum(start[owner] + j * c, size - c), c
 
 
 def _repeater(xp: Any, count: Array, ends: Array, total: int) -> Any:

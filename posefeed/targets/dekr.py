@@ -90,11 +90,18 @@ class DEKR(Codec):
     bounds of the centre); DLC's scalar ``**2`` (libm ``powf``) is the correctly rounded
     square here (values differ by < 1e-6).
 
-    Cost (NumPy): the windows and squares only (a fixed-size window per keypoint, masked);
-    the max over instances is a scatter repeated where a larger value lost (at most N
-    rounds), the offsets' last-writer rules are one integer sort and cumulative sums; fresh maps are zeroed memory plus those cells, the heatmap weight one fill per
-    map. :meth:`encoder` (kept buffers; the DALI adapter uses it on the CPU) clears only
-    the previous call's cells and refills only the weight maps whose base value changed.
+    Cost (NumPy): the windows and squares only, one fixed-size block each. Window values
+    are separable (one exp per block row and column; within 3e-7 of DLC's formula, see
+    ``_windows``); windows no other instance's window on the same map meets are written in
+    one scatter, the others by a scatter repeated where a larger value lost (the max over
+    instances: at most N rounds, usually one). Offsets: every (instance, drawn keypoint)
+    writes its whole square as a block; DLC's visiting rule (a closed form: one integer sort,
+    cumulative sums, depth-bounded running minima) then rewrites only the cells that several
+    squares cover. Fresh maps are zeroed memory plus those cells, the heatmap weight one fill
+    per map; :meth:`encoder` (kept buffers; the DALI adapter and the DeepLabCut drop-in use
+    it on the CPU) clears only the previous call's block rows and refills only the weight
+    maps whose base value changed. The array code runs on CuPy too (``use_kernel=False``; no
+    ``ufunc.accumulate`` but ``add``'s, which CuPy lacks).
 
     Args:
         num_joints: ``K``, keypoints per instance (without the centre).
@@ -394,9 +401,10 @@ class DEKR(Codec):
         # visit order per cell: sort entries by (b, cell, n); keep the cells with several
         srt = xp.sort((bi * hw_ + pos) * n + ni)
         grp = srt // n
+        same = grp[1:] == grp[:-1]
         multi = xp.zeros(srt.size, dtype=bool)
-        multi[1:] = grp[1:] == grp[:-1]
-        multi[:-1] |= multi[1:]
+        multi[1:] = same
+        multi[:-1] |= same  # (not multi[1:]: CuPy's in-place ops do not guard overlaps)
         srt = srt[multi]
         if srt.size == 0:
             return

@@ -47,13 +47,18 @@ class PartAffinityField(Codec):
     which moves ``u`` by at most an ulp (values differ by < 1e-6; a cell centre within
     ~1e-4 px of a limb's end line could fall on the other side).
 
-    Cost (NumPy): only the cells of each band are visited. For every limb the rows its band
-    can reach are listed, for each row the band's interval in ``x`` is solved in closed
-    form (two slabs) and widened by one cell each side, and only those cells are tested
-    with DLC's exact expressions; a ``maximum.at`` picks the last animal per cell. The map
-    is zeroed memory plus the band cells (``encode(out=)`` and :meth:`encoder` clear only
-    the previous call's cells). CuPy input uses one fused kernel (one thread per cell,
-    animals from the last: ``posefeed.targets.kernels_multi``).
+    Cost (NumPy): only the cells of each band are visited, and (almost) none is tested. For
+    every limb the rows its band can reach are listed; on each row the band is one run of
+    columns whose ends are solved in closed form, DLC's tests being applied only to cells
+    within ~1e-9 px of an end (the exactness argument is in ``_cell_parts``); the values
+    are DLC's float64 expressions per cell, rounded to float32 once. Where the same limb
+    of several animals reaches one row, the runs are written in order of their overlap
+    depth (one scatter per depth, at most N, usually one or two), so the later animal
+    wins. The map is zeroed memory plus the band cells (``encode(out=)`` and
+    :meth:`encoder` clear only the previous call's runs). CuPy input uses one fused kernel
+    (one thread per cell, animals from the last: ``posefeed.targets.kernels_multi``); with
+    ``use_kernel=False`` the same array code runs on CuPy (no ``ufunc.accumulate`` /
+    ``repeat`` with array counts, which CuPy lacks).
 
     Args:
         graph: limbs as ``(p, q)`` keypoint-index pairs (DLC's ``paf_graph`` / skeleton).

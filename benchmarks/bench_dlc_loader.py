@@ -6,11 +6,12 @@ model excluded), DeepLabCut 3.0.2's own against posefeed's, on a DeepLabCut shuf
   (``dataloader_workers`` 0, DeepLabCut's default, or 2), then DeepLabCut's
   ``HeatmapGaussianGenerator`` on the batch (as ``PoseModel.get_target`` does after the forward
   pass, on maps of the size the shuffle's model outputs).
-* ``posefeed`` / ``posefeed-cache``: ``make_loaders`` (the same split and batch size; the
-  recipe mapped, with the options posefeed does not reproduce left out and named in the
-  output: DeepLabCut's default recipe loses motion blur and Gaussian noise, so posefeed does
-  less photometric work than DeepLabCut here), then ``PosefeedHeatmapGaussianGenerator``;
-  ``-cache``: ``cache="host"`` (frames decoded once).
+* ``posefeed-uncached`` / ``posefeed``: ``make_loaders`` (the same split and batch size, the
+  shuffle's recipe reproduced completely: DeepLabCut's default has affine, the "hybrid"
+  KeypointAwareCrop, motion blur and Gaussian noise, so both sides do the same work), then
+  ``PosefeedHeatmapGaussianGenerator``; ``posefeed`` is ``make_loaders``' default
+  (``cache="auto"``: here the host cache, frames decoded once), ``-uncached`` decodes every
+  PNG every step (``cache=None``).
 
 Each variant runs in its own process (a forked DataLoader next to DALI's or OpenCV's threads
 can hang), one warm-up epoch's first batches skipped, then ``--steps`` batches timed.
@@ -26,12 +27,16 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ("dlc-w0", "dlc-w2", "posefeed", "posefeed-cache")
+VARIANTS = ("dlc-w0", "dlc-w2", "posefeed-uncached", "posefeed")
 LEAVE_OUT: tuple[str, ...] = ()   # DeepLabCut's default recipe maps completely
 
 
-def run_variant(config: str, variant: str, steps: int, warmup: int) -> dict:
+def run_variant(config: str, variant: str, steps: int, warmup: int,
+                torch_threads: int | None = None) -> dict:
     import torch
+
+    if torch_threads:      # the main process's intra-op threads (the generators' torch ops)
+        torch.set_num_threads(torch_threads)
     from torch.utils.data import DataLoader
 
     import posefeed.integrations.deeplabcut as pf
@@ -53,8 +58,8 @@ def run_variant(config: str, variant: str, steps: int, warmup: int) -> dict:
         dropped: list[str] = []
     else:
         loaders = pf.make_loaders(config, device="cpu", ignore=LEAVE_OUT, batch_size=bs,
-                                  cache="auto" if variant.endswith("cache") else None)
-        assert variant == "posefeed" or loaders.cache == "host", loaders.cache
+                                  cache=None if variant.endswith("uncached") else "auto")
+        assert loaders.cache == (None if variant.endswith("uncached") else "host"), loaders.cache
         loader, dropped = loaders.train, loaders.dropped
         gen = TARGET_GENERATORS.build({**gen_cfg, "type": "PosefeedHeatmapGaussianGenerator"})
     times, n = [], 0
@@ -76,6 +81,7 @@ def run_variant(config: str, variant: str, steps: int, warmup: int) -> dict:
                 break
     times.sort()
     return {"variant": variant, "batch": bs, "steps": len(times),
+            "torch_threads": torch.get_num_threads(),
             "median_ms": 1e3 * times[len(times) // 2], "mean_ms": 1e3 * sum(times) / len(times),
             "left_out": dropped}
 
@@ -85,25 +91,33 @@ def main() -> None:
     ap.add_argument("config")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--torch-threads", type=int, default=0,
+                    help="torch.set_num_threads in the main process of every variant (0: torch's "
+                         "default, one per core)")
     ap.add_argument("--variant", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.variant:
-        print(json.dumps(run_variant(args.config, args.variant, args.steps, args.warmup)))
+        print(json.dumps(run_variant(args.config, args.variant, args.steps, args.warmup,
+                                     args.torch_threads or None)))
         return
     rows = []
     load = os.getloadavg()
     for v in VARIANTS:
         out = subprocess.run([sys.executable, __file__, args.config, "--steps", str(args.steps),
-                              "--warmup", str(args.warmup), "--variant", v],
+                              "--warmup", str(args.warmup), "--variant", v,
+                              "--torch-threads", str(args.torch_threads)],
                              capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     base = rows[0]["median_ms"]
     print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load before "
           f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}, after {'/'.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print("| data layer | ms / step (median) | x DeepLabCut (workers 0) |\n|---|---:|---:|")
+    w2 = rows[1]["median_ms"]
+    print("| data layer | ms / step (median) | x DeepLabCut (workers 0) | x DeepLabCut (2 workers) |"
+          "\n|---|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['variant']} | {r['median_ms']:.0f} | {base / r['median_ms']:.1f}x |")
+        print(f"| {r['variant']} | {r['median_ms']:.0f} | {base / r['median_ms']:.1f}x | "
+              f"{w2 / r['median_ms']:.1f}x |")
 
 
 if __name__ == "__main__":

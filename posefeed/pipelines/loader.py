@@ -191,8 +191,12 @@ class PoseLoader:
                                schedule=self.schedule, seed=int(seed), shuffle=bool(shuffle),
                                drop_last=bool(drop_last), rank=int(rank), world=int(world),
                                on_bad_image=on_bad_image, roi=self.graph.roi)
+        # GPU path: the parameters go to DALI as tensor lists built in the feed's look-ahead
+        # (the main thread's host cost); not on the CPU path, where the host-cache loader ran
+        # ~20 % fewer samples/s with them (A/B under load 12-14, docs/benchmarks.md)
         self.source = BatchSource(table, self.spec, reader, fields=graph_fields(self.graph),
-                                  tensor_lists=graph_params(self.graph))
+                                  tensor_lists=graph_params(self.graph) if device == "gpu"
+                                  else ())
         check_batches(len(self.source), num_samples=self.source.num_samples,
                       batch_size=self.batch_size, drop_last=bool(drop_last), world=int(world),
                       mode=mode)

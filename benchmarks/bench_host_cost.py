@@ -457,8 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         meta = {"machine": platform.node(), "cpus": os.cpu_count(),
                 "load": list(os.getloadavg()), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                "stubbed": "CUDA kernels, GPU tensor lists, device frames (meta tensors), "
-                           "torch.cuda stream calls"}
+                "stubbed": "CUDA kernels, GPU tensor lists, device frames (meta tensors; "
+                           "their index_select(out=) shape-checked, not run), torch.cuda "
+                           "stream calls; the pipeline (exec_dynamic: outputs zero-copy)"}
         args.json.write_text(json.dumps(res, indent=1) + "\n")
         args.json.with_suffix(".meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     return 0

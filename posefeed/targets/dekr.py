@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from posefeed.targets._common import Array, as_keypoints, size_pair, split_keypoints
+from posefeed.targets._common import Array, as_keypoints, clean_keypoints, size_pair
 from posefeed.targets._rows import fill_runs
 from posefeed.targets.base import Codec
 
@@ -178,7 +178,7 @@ class DEKR(Codec):
         if k_in != want:
             raise ValueError(f"DEKR(num_joints={k}{', centers_given' if self.centers_given else ''}) "
                              f"needs {want} keypoints per instance; got {k_in}")
-        _, x, y, v = split_keypoints(kp)
+        x, y, v = clean_keypoints(xp, kp)
         if area is None:
             ar = keypoint_areas(xp, x[..., :k], y[..., :k], v[..., :k])
         else:
@@ -190,7 +190,10 @@ class DEKR(Codec):
                 ar = xp.zeros((b, n), dtype=xp.float32)
         if not self.centers_given:
             x, y, v = add_centers(xp, x, y, v)
-        self._check_area(xp, x, y, v, ar)
+        w, h = self.heatmap_size
+        xs, ys = self._scaled(xp, x, y)
+        drawn = (v > 0) & ~((xs < 0) | (ys < 0) | (xs >= w) | (ys >= h))  # (B, N, K+1)
+        self._check_area(xp, drawn, ar)
         if self.use_kernel and xp.__name__ == "cupy":
             from posefeed.targets import kernels_multi  # noqa: PLC0415 - CuPy path only
 
@@ -203,8 +206,8 @@ class DEKR(Codec):
         else:
             dst = self._check_out(xp, out, b, k)
         new: dict[str, Any] = {}
-        self._heatmaps(xp, x, y, v, dst, prev, new)
-        self._offsets(xp, x, y, v, ar, dst, prev, new)
+        self._heatmaps(xp, xs, ys, v, drawn, dst, prev, new)
+        self._offsets(xp, x, y, xs, ys, drawn, ar, dst, prev, new)
         if memo is not None:
             memo.update(new)
         return dst
@@ -214,12 +217,11 @@ class DEKR(Codec):
         half = xp.float32(self.stride / 2)
         return ((x - half) / s).astype(xp.float32), ((y - half) / s).astype(xp.float32)
 
-    def _heatmaps(self, xp: Any, x: Array, y: Array, v: Array, dst: dict, prev: dict, new: dict) -> None:
-        b, n, k1 = x.shape
+    def _heatmaps(self, xp: Any, xs: Array, ys: Array, v: Array, drawn: Array, dst: dict, prev: dict,
+                  new: dict) -> None:
+        b, n, k1 = xs.shape
         w, h = self.heatmap_size
         hw_ = h * w
-        xs, ys = self._scaled(xp, x, y)
-        drawn = (v > 0) & ~((xs < 0) | (ys < 0) | (xs >= w) | (ys >= h))
         hm, wt = dst["heatmap"], dst["heatmap_weight"]
         hmf, wtf = hm.reshape(-1), wt.reshape(-1)
         if "hm" in prev:  # the previous windows' rows (runs of the blocks' width)
@@ -340,8 +342,8 @@ class DEKR(Codec):
         lt = late.reshape(-1)[idx]
         return key, val, lt, over
 
-    def _offsets(self, xp: Any, x: Array, y: Array, v: Array, area: Array, dst: dict, prev: dict,
-                 new: dict) -> None:
+    def _offsets(self, xp: Any, x: Array, y: Array, xs: Array, ys: Array, drawn_all: Array, area: Array,
+                 dst: dict, prev: dict, new: dict) -> None:
         b, n, k1 = x.shape
         k = k1 - 1
         w, h = self.heatmap_size
@@ -357,8 +359,7 @@ class DEKR(Codec):
             off.fill(0.0)
             ow.fill(0.0)
         new["off"] = (xp.zeros(0, dtype=xp.int64), 1)
-        xs, ys = self._scaled(xp, x, y)
-        drawn = ((v > 0) & ~((xs < 0) | (ys < 0) | (xs >= w) | (ys >= h)))[..., :k]  # S_n
+        drawn = drawn_all[..., :k]  # S_n
         r = self.radius
         sq = self._squares(xp, x, y)
         x0, x1, y0, y1 = sq[..., 0], sq[..., 1], sq[..., 2], sq[..., 3]
@@ -454,13 +455,11 @@ class DEKR(Codec):
             flat[base] = vals[0]
             flat[hw_:][base] = vals[1]
 
-    def _check_area(self, xp: Any, x: Array, y: Array, v: Array, area: Array) -> None:
+    def _check_area(self, xp: Any, drawn: Array, area: Array) -> None:
         """Refuse a non-finite or non-positive area for an instance with a keypoint (not the
-        centre) on the map (it would weight offsets by ``1/sqrt(area)``)."""
-        w, h = self.heatmap_size
-        xs, ys = self._scaled(xp, x[..., :-1], y[..., :-1])
-        drawn = ((v[..., :-1] > 0) & ~((xs < 0) | (ys < 0) | (xs >= w) | (ys >= h))).any(axis=-1)
-        bad = drawn & ~((area > 0) & xp.isfinite(area))
+        centre) on the map (``drawn (B, N, K+1)``; it would weight offsets by
+        ``1/sqrt(area)``)."""
+        bad = drawn[..., :-1].any(axis=-1) & ~((area > 0) & xp.isfinite(area))
         if bool(bad.any()):
             bi, ni = (int(t[0]) for t in xp.nonzero(bad))
             raise ValueError(f"area[{bi}, {ni}] = {float(area[bi, ni]):g}: an instance with keypoints "

@@ -99,6 +99,31 @@ def test_look_ahead_gives_the_same_batches(table):
                 assert np.array_equal(x[k], y[k]), k
 
 
+def test_parameters_fed_as_tensor_lists_give_the_same_batches(table):
+    """The GPU path hands DALI its parameter fields as ``TensorListCPU``s built in the
+    look-ahead (`BatchSource.tensor_lists`): run on the CPU with the DALI-ops graph (the GPU
+    graph's operators), the batches equal those fed from NumPy arrays, field for field."""
+    def run(tensor_lists):
+        loader = make(table, cpu_backend="dali", codecs=[SimCC(input_size=INPUT)])
+        fields = graph_params(loader.graph)
+        loader.source.tensor_lists = fields if tensor_lists else ()
+        out = batches(loader, 3)
+        feed = loader.source.prepare(0, 0)     # what the source hands DALI
+        loader.close()
+        return out, fields, feed
+
+    (a, fields, feed), (b, _, plain) = run(True), run(False)
+    assert fields and all(isinstance(feed.feed[f], TensorListCPU) for f in fields)
+    assert not any(isinstance(plain.feed[f], TensorListCPU) for f in fields)
+    for f in fields:
+        assert np.array_equal(np.asarray(feed.feed[f].as_tensor()), plain.feed[f]), f
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert torch.equal(x[k], y[k]), k
+
+
 def test_each_file_is_read_once_and_checked_in_the_read_pool(table, monkeypatch):
     import threading
 

@@ -448,8 +448,8 @@ def test_from_arrays_table_is_a_posetable(dlc_project):
     again = PoseTable.from_arrays(table.frame[("image", "")].tolist(), table.keypoints,
                                   table.bodyparts, table.image_sizes,
                                   individuals=table.individuals, bboxes=table.bboxes,
-                                  flip_pairs=table.flip_pairs, skeleton=table.skeleton,
-                                  root=table.root)
+                                  areas=table.areas, flip_pairs=table.flip_pairs,
+                                  skeleton=table.skeleton, root=table.root)
     pd.testing.assert_frame_equal(again.frame, table.frame.astype(again.frame.dtypes),
                                   check_exact=False, rtol=1e-6)
 

@@ -117,7 +117,11 @@ def test_frame_batches_carry_identities_and_multi_animal_targets(crowd):
         assert ids.tolist() == want
         kp = b["keypoints"].numpy()
         np.testing.assert_allclose(b["paf"].numpy(), paf.encode(kp)["paf"], atol=1e-6)
-        ref = dekr.encode(kp)
+        # DEKR gets the table's areas (the synthetic boxes' w * h), scaled by the letterbox
+        det = np.abs(np.linalg.det(b["affine"].numpy()[:, :, :2].astype(np.float64)))
+        area = np.where(rows >= 0, t.areas[np.maximum(rows, 0)] / det[:, None], 0)
+        np.testing.assert_allclose(b["area"].numpy(), area, rtol=1e-5)
+        ref = dekr.encode(kp, area=area.astype(np.float32))
         for name in dekr.output_names:
             np.testing.assert_allclose(b[name].numpy(), ref[name], atol=1e-6, err_msg=name)
         seen += len(rows)

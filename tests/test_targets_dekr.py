@@ -202,8 +202,14 @@ def test_bad_areas_are_refused():
         c.encode(x, area=np.ones((2, 1), np.float32))
     with pytest.raises(ValueError, match=r"area\[0, 0\] = 0"):
         c.encode(x, area=np.array([[0.0, 100.0]], np.float32))
-    with pytest.raises(ValueError, match=r"area\[0, 0\] = nan"):
-        c.encode(x, area=np.array([[np.nan, 100.0]], np.float32))
+    with pytest.raises(ValueError, match=r"area\[0, 0\] = inf"):
+        c.encode(x, area=np.array([[np.inf, 100.0]], np.float32))
+    # NaN: unknown, the instance's keypoint box instead (16 x 1 px, each side >= 1)
+    unknown = c.encode(x, area=np.array([[np.nan, 100.0]], np.float32))
+    boxed = c.encode(x, area=np.array([[16.0, 100.0]], np.float32))
+    for name in boxed:
+        np.testing.assert_array_equal(unknown[name], boxed[name])
+    assert np.unique(boxed["offset_weight"][boxed["offset_weight"] > 0]).tolist() == [0.25]
     c.encode(x, area=np.array([[100.0, 0.0]], np.float32))  # nothing of animal 1 is drawn: fine
 
 

@@ -128,7 +128,7 @@ def load_coco(json_path: str | Path, image_root: str | Path | None = None, *,
                                   row=f"annotations[{i}] (id {aid})", field="id")
         seen_ids[aid] = i
 
-    rows, kps, boxes, ims = [], [], [], []
+    rows, kps, boxes, ims, areas = [], [], [], [], []
     for i, ann in enumerate(data.get("annotations") or []):
         row = f"annotations[{i}] (id {ann.get('id')})"
         if ann.get("category_id", cat.get("id")) != cat.get("id"):
@@ -171,8 +171,16 @@ def load_coco(json_path: str | Path, image_root: str | Path | None = None, *,
             if empty:
                 raise AnnotationError(f"box of zero area (w={box[2]}, h={box[3]})", file=path,
                                       row=row, field="bbox")
+        area = ann.get("area")
+        if area is not None:
+            area = _num(area, file=path, row=row, field="area")
+            with np.errstate(under="ignore", over="ignore"):
+                if not (np.isfinite(np.float32(area)) and np.float32(area) > 0):
+                    raise AnnotationError(f"area {area!r} is not > 0", file=path, row=row,
+                                          field="area")
         rows.append(row)
         kps.append(kp)
+        areas.append(np.nan if area is None else float(area))
         boxes.append(box)
         ims.append(images[ann["image_id"]])
     if not rows:
@@ -189,8 +197,8 @@ def load_coco(json_path: str | Path, image_root: str | Path | None = None, *,
             used.setdefault(f, []).append(r)
         problems += skipped_lines(path, root, found_sizes.bad, used)
         keep = [i for i, f in enumerate(files) if f in size_of]
-        rows, kps, boxes, ims, files = ([seq[i] for i in keep]
-                                        for seq in (rows, kps, boxes, ims, files))
+        rows, kps, boxes, ims, files, areas = ([seq[i] for i in keep]
+                                               for seq in (rows, kps, boxes, ims, files, areas))
     for im in {id(m): m for m in ims}.values():
         real = size_of[str(im["file_name"]).replace("\\", "/")]
         declared = (im.get("width"), im.get("height"))
@@ -214,7 +222,7 @@ def load_coco(json_path: str | Path, image_root: str | Path | None = None, *,
     bbox_arr = np.asarray([b if b is not None else auto[i] for i, b in enumerate(boxes)],
                           dtype=np.float64)
     return PoseTable.from_arrays(files, kp_arr, names, sizes, individuals=individuals,
-                                 bboxes=bbox_arr, flip_pairs=resolve_flip_pairs(names, flip_pairs),
+                                 bboxes=bbox_arr, areas=areas, flip_pairs=resolve_flip_pairs(names, flip_pairs),
                                  skeleton=skeleton, root=root, problems=problems,
                                  skipped_images=[str(root / f) for f in found_sizes.bad])
 
@@ -234,6 +242,7 @@ def coco_dict(table: PoseTable, json_dir: str | Path, *, category: str = "person
     kp = table.frame[keypoint_columns(table.bodyparts)].to_numpy(np.float64).reshape(
         len(table), table.num_keypoints, 3)
     boxes = table.frame[[("bbox", f) for f in BBOX_FIELDS]].to_numpy(np.float64)
+    areas = table.frame[("area", "")].to_numpy(np.float64)
     for r, im in enumerate(table.frame[("image", "")]):
         flat = []
         for x, y, v in kp[r]:
@@ -242,7 +251,8 @@ def coco_dict(table: PoseTable, json_dir: str | Path, *, category: str = "person
         annotations.append({"id": r + 1, "image_id": image_id[im], "category_id": 1,
                             "iscrowd": 0, "keypoints": flat,
                             "num_keypoints": int((kp[r, :, 2] > 0).sum()),
-                            "bbox": [x, y, w, h], "area": w * h})
+                            "bbox": [x, y, w, h],
+                            "area": float(areas[r]) if np.isfinite(areas[r]) else w * h})
     cat = {"id": 1, "name": category, "supercategory": category,
            "keypoints": list(table.bodyparts),
            "skeleton": [[a + 1, b + 1] for a, b in table.skeleton]}

@@ -383,9 +383,11 @@ def make_synthetic(out_dir: str | Path, n_frames: int = 200, n_keypoints: int = 
             kps.append(kp[i])
     kp_arr = np.stack(kps)
     sizes = np.tile(np.asarray(cfg.image_size, dtype=np.int64), (len(images), 1))
+    boxes = bbox_from_keypoints(kp_arr, sizes)
     table = PoseTable.from_arrays(
         images, kp_arr, names, sizes, individuals=individuals,
-        bboxes=bbox_from_keypoints(kp_arr, sizes), flip_pairs=infer_flip_pairs(names),
+        bboxes=boxes, areas=boxes[:, 2] * boxes[:, 3],     # the box's area (COCO's "area")
+        flip_pairs=infer_flip_pairs(names),
         skeleton=[(p, j) for j, p in enumerate(parents) if p >= 0], root=out)
     multi = max_instances > 1 or animals is not None
     h5 = write_dlc(table, folder / f"CollectedData_{SCORER}.h5", scorer=SCORER,

@@ -8,6 +8,8 @@ MultiIndex:
                           ``"individual0"`` ... otherwise where the source has none)
 - ``("width", "")``, ``("height", "")``  image size in pixels (int)
 - ``("bbox", "x"|"y"|"w"|"h")``  instance box, pixels, top-left corner + size (float)
+- ``("area", "")``       instance area, pixels squared (COCO ``area``; DeepLabCut: its box's
+                          ``max(1, w * h)``); NaN where the source has none
 - ``(bodypart, "x"|"y"|"v")``    keypoints: pixels, origin at the centre of the top-left
                                   pixel; ``v`` as COCO (0 missing, 1 occluded, 2 visible)
 
@@ -25,7 +27,7 @@ import pandas as pd
 
 from posefeed.datasets.errors import AnnotationError
 
-META_COLUMNS = ("image", "individual", "width", "height", "bbox")
+META_COLUMNS = ("image", "individual", "width", "height", "bbox", "area")
 BBOX_FIELDS = ("x", "y", "w", "h")
 COORDS = ("x", "y", "v")
 
@@ -37,7 +39,7 @@ def keypoint_columns(bodyparts: Sequence[str]) -> pd.MultiIndex:
 
 def table_columns(bodyparts: Sequence[str]) -> pd.MultiIndex:
     meta = [("image", ""), ("individual", ""), ("width", ""), ("height", "")]
-    meta += [("bbox", f) for f in BBOX_FIELDS]
+    meta += [("bbox", f) for f in BBOX_FIELDS] + [("area", "")]
     return pd.MultiIndex.from_tuples(meta + list(keypoint_columns(bodyparts)))
 
 
@@ -99,6 +101,9 @@ class PoseTable:
                         field="flip_pairs")
                 seen[i] = (a, b)
         expected = table_columns(self.bodyparts)
+        if ("area", "") not in self.frame.columns:     # a frame made before areas: unknown
+            self.frame = self.frame.copy()
+            self.frame[("area", "")] = np.nan
         missing = [c for c in expected if c not in self.frame.columns]
         if missing:
             raise AnnotationError(f"PoseTable frame lacks columns {missing[:6]}", field="frame")
@@ -109,16 +114,19 @@ class PoseTable:
         """Invariants every consumer relies on (vectorised; the first violation raises,
         naming the row and the field): image sizes >= 1, finite boxes of positive width and
         height, ``v`` in {-1, 0, 1, 2} (-1: DeepLabCut's "ignore"), finite ``x, y`` where
-        ``v > 0``. A zero-area or NaN box would otherwise give NaN crops downstream."""
+        ``v > 0``, areas NaN (unknown) or finite > 0. A zero-area or NaN box would otherwise
+        give NaN crops downstream."""
         if not len(self.frame):
             return
         sizes = self.frame[[("width", ""), ("height", "")]].to_numpy(np.float64)
         boxes = self.frame[[("bbox", f) for f in BBOX_FIELDS]].to_numpy(np.float64)
         k = len(self.bodyparts)
         kp = self.frame[keypoint_columns(self.bodyparts)].to_numpy(np.float64).reshape(-1, k, 3)
+        area = self.frame[("area", "")].to_numpy(np.float64)
         with np.errstate(over="ignore", invalid="ignore"):   # float32 casts of huge values
             boxes32 = boxes.astype(np.float32)
             xy32 = kp[..., :2].astype(np.float32)
+            area32 = area.astype(np.float32)
         checks = [
             (~(sizes >= 1), [("width", "image width < 1"), ("height", "image height < 1")]),
             (~np.isfinite(boxes32),                             # the views are float32
@@ -130,12 +138,14 @@ class PoseTable:
             ((kp[..., 2] > 0) & ~np.isfinite(xy32).all(axis=2),
              [(f"{bp}.x/y", "non-finite coordinate of a labelled keypoint")
               for bp in self.bodyparts]),
+            ((~np.isnan(area) & ~(np.isfinite(area32) & (area32 > 0)))[:, None],
+             [("area", "instance area is not finite > 0 (in float32; NaN: unknown)")]),
         ]
         for bad, fields in checks:
             if bad.any():
                 i, j = np.argwhere(bad)[0]
                 field, what = fields[j]
-                value = {"width": sizes[i, 0], "height": sizes[i, 1]}.get(field)
+                value = {"width": sizes[i, 0], "height": sizes[i, 1], "area": area[i]}.get(field)
                 if field.startswith("bbox"):
                     value = boxes[i].tolist()
                 elif "." in field:
@@ -155,6 +165,7 @@ class PoseTable:
         *,
         individuals: Sequence[str] | None = None,
         bboxes: np.ndarray | None = None,
+        areas: np.ndarray | Sequence[float] | None = None,
         flip_pairs: Iterable[tuple[int, int]] = (),
         skeleton: Iterable[tuple[int, int]] = (),
         root: str | Path = ".",
@@ -163,7 +174,8 @@ class PoseTable:
         skipped_images: Sequence[str] = (),
     ) -> "PoseTable":
         """Build from arrays: ``keypoints (N, K, 3)``, ``image_sizes (N, 2)`` as (width, height),
-        ``bboxes (N, 4)`` xywh (computed from the labelled keypoints when omitted)."""
+        ``bboxes (N, 4)`` xywh (computed from the labelled keypoints when omitted),
+        ``areas (N,)`` pixels squared (NaN or omitted: unknown)."""
         kp = np.asarray(keypoints, dtype=np.float64)
         n = len(images)
         if kp.ndim != 3 or kp.shape[0] != n or kp.shape[1] != len(bodyparts) or kp.shape[2] != 3:
@@ -184,6 +196,8 @@ class PoseTable:
         }
         for j, f in enumerate(BBOX_FIELDS):
             data[("bbox", f)] = bboxes[:, j]
+        data[("area", "")] = (np.full(n, np.nan) if areas is None
+                              else np.asarray(areas, dtype=np.float64).reshape(n))
         for k, bp in enumerate(bodyparts):
             for c, coord in enumerate(COORDS):
                 data[(bp, coord)] = kp[:, k, c]
@@ -210,6 +224,11 @@ class PoseTable:
     def bboxes(self) -> np.ndarray:
         """``(N, 4)`` float32 boxes ``(x, y, w, h)`` in image pixels."""
         return self.frame[[("bbox", f) for f in BBOX_FIELDS]].to_numpy(dtype=np.float32)
+
+    @property
+    def areas(self) -> np.ndarray:
+        """``(N,)`` float32 instance areas in image pixels squared, NaN where unknown."""
+        return self.frame[("area", "")].to_numpy(dtype=np.float32)
 
     @property
     def image_sizes(self) -> np.ndarray:

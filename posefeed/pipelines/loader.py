@@ -167,6 +167,14 @@ class PoseLoader:
         reader = ImageReader(table)
         #: the graph's shape (OpenCV stage or DALI ops, ROI decode, OpenCV PNG decode),
         #: decided once here; the source's matrices follow its ``roi``
+        #: codecs that take the instances' areas (``Codec.inputs``) run after the graph,
+        #: where the batch's ``area`` is
+        wants_area = [c for c in self.codecs if "area" in getattr(c, "inputs", ())]
+        if wants_area and dense_targets is False:
+            raise ValueError(f"{wants_area[0]!r} takes instance areas, which only the targets "
+                             "after the graph get: leave dense_targets at None (or True)")
+        if wants_area:
+            dense_targets = True
         self.graph = GraphSpec.choose(device, self.input_size, image_dtype, cache, cpu_backend,
                                       roi_decode, opencv_png, reader.paths, dense_targets,
                                       motion_noise=any(c.motion_blur_prob > 0 or c.noise_prob > 0
@@ -207,6 +215,11 @@ class PoseLoader:
         code = {name: i for i, name in enumerate(self.individuals)}
         self._individual_of_row = np.asarray([code[i] for i in table.individuals], dtype=np.int64)
         self._individual_tables: dict = {}    # the row -> individual table, per device
+        self._area_of_row = np.ascontiguousarray(table.areas, dtype=np.float32)
+        #: batches carry ``area (B, N)`` when the table has areas (COCO ``area``, DeepLabCut's
+        #: box area; `PoseTable.areas`): NaN for the rows without, 0 for padding
+        self.has_areas = bool(np.isfinite(self._area_of_row).any())
+        self._area_tables: dict = {}          # the row -> area table, per device
         #: the codecs after the graph (`DenseTargets`), or None when they run inside it
         self.targets = DenseTargets(self.codecs, self.names[4:]) \
             if self.graph.dense_targets else None
@@ -459,6 +472,24 @@ class PoseLoader:
             return None
         return torch.cuda.current_stream(self.device_id)
 
+    def _areas(self, rows: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
+        """``area (B, N)`` float32: each instance's table area (image pixels squared) in input
+        pixels squared, NaN where the table has none, 0 for padding.
+
+        The crop maps image to input pixels by an affine map ``F`` (its inverse is the
+        batch's ``affine``); an affine map scales every area by ``|det`` of its linear part
+        ``|`` (flips make it negative), so ``area_in = area_img * |det F| = area_img /
+        |det affine[:, :2]|`` (``k^2`` for a crop that scales by ``k``, ``k_x k_y`` for a
+        stretched one, unchanged by rotation)."""
+        of_row = self._area_tables.get(rows.device)
+        if of_row is None:
+            of_row = torch.from_numpy(self._area_of_row).to(rows.device)
+            self._area_tables[rows.device] = of_row
+        a = affine.float()[..., :2, :2]                 # (B, 2, 2)
+        det = (a[..., 0, 0] * a[..., -1, -1] - a[..., 0, -1] * a[..., -1, 0]).abs()
+        area = of_row[rows.clamp(min=0)] / det[:, None]
+        return torch.where(rows >= 0, area, torch.zeros_like(area))
+
     def _to_torch(self, outs) -> dict[str, torch.Tensor]:
         """The pipeline's outputs as torch tensors, without copies (DLPack on the GPU, the
         buffer protocol on the CPU), then the dense targets.
@@ -494,9 +525,11 @@ class PoseLoader:
                 self._individual_tables[rows.device] = of_row
             batch["individual_ids"] = torch.where(rows >= 0, of_row[rows.clamp(min=0)],
                                                   torch.full_like(rows, -1))
+        if self.has_areas:
+            batch["area"] = self._areas(batch["index"], batch["affine"])
         if self.targets is not None:
             try:
-                batch.update(self.targets(batch["keypoints"]))
+                batch.update(self.targets(batch["keypoints"], area=batch.get("area")))
             except Exception as e:
                 raise PipelineError(
                     f"a target codec failed in epoch {self._epoch}, batch {self._batch} "

@@ -28,9 +28,10 @@ from posefeed.targets.base import Codec
 
 
 class DenseTargets:
-    """``targets(keypoints) -> {name: tensor}`` for the codecs, named as ``names``
+    """``targets(keypoints, area=None) -> {name: tensor}`` for the codecs, named as ``names``
     (`graph.output_names`). ``keypoints``: ``(B, N, K, 3)`` float32 torch tensor (CPU or
-    CUDA) in input pixels."""
+    CUDA) in input pixels; ``area``: ``(B, N)`` float32 on the same device, input pixels
+    squared (NaN: unknown), passed to the codecs whose ``inputs`` name it."""
 
     def __init__(self, codecs: Sequence[Codec], names: Sequence[str]):
         self.codecs = list(codecs)
@@ -38,28 +39,35 @@ class DenseTargets:
         if len(self.names) != sum(len(c.output_names) for c in self.codecs):
             raise ValueError("one name per codec output is needed")
         self._encoders = [c.encoder() for c in self.codecs]
+        self._area = [("area" in getattr(c, "inputs", ())) for c in self.codecs]
         self._cupy: Any = None
         #: per ``(B, K)``: what the GPU path allocates for each codec (`_layout`)
         self._layouts: dict[tuple[int, int], list] = {}
 
-    def __call__(self, keypoints: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, keypoints: torch.Tensor, area: torch.Tensor | None = None
+                 ) -> dict[str, torch.Tensor]:
         if not self.codecs:
             return {}
         if keypoints.ndim == 3:
             keypoints = keypoints[:, None]
-        return self._cuda(keypoints) if keypoints.is_cuda else self._cpu(keypoints)
+        if keypoints.is_cuda:
+            return self._cuda(keypoints, area)
+        return self._cpu(keypoints, area)
 
-    def _cpu(self, keypoints: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _cpu(self, keypoints: torch.Tensor, area: torch.Tensor | None = None
+             ) -> dict[str, torch.Tensor]:
         kp = np.ascontiguousarray(keypoints.numpy(), dtype=np.float32)
+        extra = {} if area is None else {"area": np.ascontiguousarray(area.numpy(), np.float32)}
         res: dict[str, torch.Tensor] = {}
         names = iter(self.names)
-        for codec, enc in zip(self.codecs, self._encoders):
-            out = enc(kp)                       # read-only views of the kept buffers
+        for codec, enc, takes_area in zip(self.codecs, self._encoders, self._area):
+            out = enc(kp, **extra) if takes_area else enc(kp)   # views of the kept buffers
             for o in codec.output_names:
                 res[next(names)] = torch.from_numpy(np.array(out[o]))   # the one copy
         return res
 
-    def _cuda(self, keypoints: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _cuda(self, keypoints: torch.Tensor, area: torch.Tensor | None = None
+              ) -> dict[str, torch.Tensor]:
         if self._cupy is None:
             import cupy  # noqa: PLC0415 - optional GPU extra, CUDA path only
 
@@ -75,9 +83,11 @@ class DenseTargets:
         f32 = torch.float32
         with cp.cuda.Device(dev.index), cp.cuda.ExternalStream(stream.cuda_stream, dev.index):
             kp = cp.from_dlpack(keypoints.contiguous())
-            for codec, (allocate, entries) in zip(self.codecs, layouts):
+            extra = {} if area is None else {"area": cp.from_dlpack(area.float().contiguous())}
+            for codec, (allocate, entries), takes_area in zip(self.codecs, layouts, self._area):
+                kw = extra if takes_area else {}
                 if not allocate:                # a codec without out=: its own arrays
-                    out = codec.encode(kp)
+                    out = codec.encode(kp, **kw)
                     for key, o, _ in entries:
                         res[key] = torch.from_dlpack(out[o])
                     continue
@@ -85,7 +95,7 @@ class DenseTargets:
                 for key, o, shape in entries:
                     res[key] = t = torch.empty(shape, dtype=f32, device=dev)
                     out[o] = cp.from_dlpack(t)
-                codec.encode(kp, out=out)
+                codec.encode(kp, out=out, **kw)
         return res
 
     def _layout(self, b: int, k: int) -> list:

@@ -30,6 +30,10 @@ class Codec(ABC):
 
     #: short name, used to prefix outputs when two codecs in one loader share an output name
     name: str = "codec"
+    #: what ``encode`` reads from the batch: the keypoints, and ``"area"`` for a codec whose
+    #: ``encode`` takes ``area=(B, N)`` (instance areas, input pixels squared; NaN unknown):
+    #: a `PoseLoader` then runs it after the graph and passes the batch's ``area``
+    inputs: tuple[str, ...] = ("keypoints",)
 
     @property
     @abstractmethod
@@ -188,8 +192,8 @@ class BufferedEncoder:
         for _, memo in self._sets.values():
             memo.clear()
 
-    def __call__(self, keypoints: Array) -> dict[str, Array]:
-        out = self.encode_shared(keypoints)
+    def __call__(self, keypoints: Array, **inputs: Any) -> dict[str, Array]:
+        out = self.encode_shared(keypoints, **inputs)
         res = {}
         for name, a in out.items():
             if isinstance(a, np.ndarray):

@@ -81,8 +81,13 @@ class DEKR(Codec):
       set.
 
     Areas: ``encode(keypoints, area=...)`` takes ``(B, N)`` areas in input pixels squared
-    (DeepLabCut: ``max(1, box_w) * max(1, box_h)`` of the instance's box). Without them the
-    tight box of the instance's visible keypoints is used (:func:`keypoint_areas`). An
+    (DeepLabCut: ``max(1, box_w) * max(1, box_h)`` of the instance's box). Without them, and
+    for an instance whose area is NaN (unknown), the tight box of the instance's visible
+    keypoints is used (:func:`keypoint_areas`, each side at least 1 px). In a `PoseLoader`
+    (``inputs`` names ``"area"``: the codec runs after the graph) the area is the table's
+    (COCO ``area``; DeepLabCut: its ``bbox_margin`` box's ``max(1, w h)``, see
+    `posefeed.datasets.dlc.boxes`) times the augmentation's ``|det|`` (batch ``area``); a
+    table without areas (NaN) gets the augmented keypoints' box. An
     instance that writes offsets needs a finite area > 0 (``ValueError`` naming it;
     DeepLabCut would write ``1/sqrt(0) = inf`` weights).
 
@@ -116,6 +121,7 @@ class DEKR(Codec):
     """
 
     name = "dekr"
+    inputs = ("keypoints", "area")
 
     def __init__(self, num_joints: int, stride: float, heatmap_size: tuple[int, int],
                  pos_dist_thresh: float = 17, bg_weight: float = 0.1, centers_given: bool = False,
@@ -188,6 +194,9 @@ class DEKR(Codec):
                 raise ValueError(f"area must be (B, N) = {(b, n_given)} like the keypoints; got {tuple(ar.shape)}")
             if n_given == 0:
                 ar = xp.zeros((b, n), dtype=xp.float32)
+            unknown = xp.isnan(ar)
+            if bool(unknown.any()):           # NaN: this instance's area is not known
+                ar = xp.where(unknown, keypoint_areas(xp, x[..., :k], y[..., :k], v[..., :k]), ar)
         if not self.centers_given:
             x, y, v = add_centers(xp, x, y, v)
         w, h = self.heatmap_size

@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from posefeed.datasets.checks import clear_outside
+from posefeed.datasets.dlc.boxes import dlc_boxes
 from posefeed.datasets.dlc.files import read_dlc_file
 from posefeed.datasets.dlc.instances import ProjectLayout, file_instances
 from posefeed.datasets.errors import AnnotationError
@@ -202,7 +203,8 @@ def load_dlc(path: str | Path, *, flip_pairs: Iterable[tuple[int | str, int | st
         root: folder the image paths are relative to; default: the project folder (for a
             file inside ``<project>/labeled-data/<video>/``) or the file's folder.
         key: HDF5 key; default ``df_with_missing`` (or ``keypoints``, or the only table).
-        margin: pixels added around the labelled keypoints for the instance boxes.
+        margin: pixels added around the labelled keypoints for the instance boxes (and
+            DeepLabCut's ``bbox_margin`` for the areas: `posefeed.datasets.dlc.boxes`).
         on_bad_image: "raise" (an `AnnotationError` listing every missing image or image
             whose header cannot be read) or "skip" (those images and their rows leave the
             table, listed in ``table.skipped_images`` and ``table.problems``; a warning is
@@ -291,5 +293,6 @@ def load_dlc(path: str | Path, *, flip_pairs: Iterable[tuple[int | str, int | st
     return PoseTable.from_arrays(
         images, kp_clean, bodyparts, size_arr, individuals=individuals,
         bboxes=bbox_from_keypoints(kp_clean, size_arr, margin=margin),
+        areas=dlc_boxes(kp_clean, size_arr, margin)[1],
         flip_pairs=resolve_flip_pairs(bodyparts, flip_pairs), skeleton=skeleton, root=base,
         problems=problems, unique_bodyparts=unique, skipped_images=skipped)

@@ -164,22 +164,30 @@ def test_top_down_default_recipe_mapping(openfield_td):
     assert torch.isfinite(total)
 
 
-def test_multi_animal_bottom_up_matches_deeplabcut(crowd_src):
-    config = shuffle(crowd_src / "src", crowd_src / "bu", "resnet_50")
+@pytest.mark.parametrize("net_type, generator", [("resnet_50", "PartAffinityFieldGenerator"),
+                                                  ("dekr_w18", "DEKRGenerator")])
+def test_multi_animal_bottom_up_matches_deeplabcut(crowd_src, net_type, generator):
+    # PAF (heatmaps, locref, limbs) and DEKR (centre keypoints appended, offsets weighted by
+    # DeepLabCut's box areas): the same annotations and loss as DeepLabCut's own batches
+    config = shuffle(crowd_src / "src", crowd_src / f"bu_{net_type}", net_type)
     loaders = make_loaders(config, augment=False, device="cpu", batch_size=2)
     dlc, ref = dlc_batches(config, "train")
-    assert "PartAffinityFieldGenerator" in str(dlc.model_cfg["model"]["heads"]["bodypart"]["target_generator"])
+    assert generator in str(dlc.model_cfg["model"]["heads"]["bodypart"]["target_generator"])
     ref = {b["path"][0]: b for b in ref}
     model = build_model(dlc)
     n = 0
     for batch in loaders.train:
         ann = batch["annotations"]
         assert ann["keypoints"].shape[:2] == (2, 3) and (ann["individual_ids"] >= 0).sum() >= 4
+        assert ann["keypoints"].shape[2] == 12 + (net_type == "dekr_w18")
         both = {k: torch.cat([ref[p]["annotations"][k] for p in batch["path"]]) for k in ann}
         for k in both:
             assert ann[k].dtype == both[k].dtype and ann[k].shape == both[k].shape, k
-        for k in ("keypoints", "individual_ids", "labels", "is_crowd"):
+        for k in ("individual_ids", "labels", "is_crowd", "with_center_keypoints"):
             assert torch.equal(ann[k], both[k]), k
+        # centres: DeepLabCut's mean in float64, posefeed's of the float32 labels
+        assert torch.allclose(ann["keypoints"], both["keypoints"], rtol=0, atol=2e-5)
+        assert torch.equal(ann["keypoints"][..., 2], both["keypoints"][..., 2])
         for k in ("boxes", "area"):
             assert torch.allclose(ann[k], both[k], rtol=1e-5, atol=1e-3), k
         image = torch.cat([ref[p]["image"] for p in batch["path"]])

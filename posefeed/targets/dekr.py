@@ -194,9 +194,8 @@ class DEKR(Codec):
                 raise ValueError(f"area must be (B, N) = {(b, n_given)} like the keypoints; got {tuple(ar.shape)}")
             if n_given == 0:
                 ar = xp.zeros((b, n), dtype=xp.float32)
-            unknown = xp.isnan(ar)
-            if bool(unknown.any()):           # NaN: this instance's area is not known
-                ar = xp.where(unknown, keypoint_areas(xp, x[..., :k], y[..., :k], v[..., :k]), ar)
+            # NaN: this instance's area is not known (no test of "any": no host read on CuPy)
+            ar = xp.where(xp.isnan(ar), keypoint_areas(xp, x[..., :k], y[..., :k], v[..., :k]), ar)
         if not self.centers_given:
             x, y, v = add_centers(xp, x, y, v)
         w, h = self.heatmap_size

@@ -96,6 +96,7 @@ from posefeed.datasets.table import PoseTable
 from posefeed.integrations.dlc_boxes import (crop_boxes, dlc_boxes, dlc_visible, region_boxes,
                                              to_dlc_crop, top_down_regions)
 from posefeed.pipelines import AugmentConfig, CacheTooLarge, PoseLoader
+from posefeed.targets.dekr import add_centers
 from posefeed.pipelines.augment import CROP_SAMPLING
 
 log = logging.getLogger("posefeed.integrations")
@@ -270,19 +271,23 @@ class ShuffleRows:
     ``individuals``: the config's individuals (``individual_ids`` are positions in it);
     ``ids (R,)`` each row's position; ``boxes (R, 4)`` DeepLabCut's box (image pixels,
     `dlc_boxes`); ``num_animals``: DeepLabCut's instance count per frame (bottom-up: the
-    individuals; top-down: 1); ``crop_size`` (W, H) for top-down (else None)."""
+    individuals; top-down: 1); ``crop_size`` (W, H) for top-down (else None);
+    ``with_center``: the model config's ``with_center_keypoints`` (DEKR: each instance's
+    centre appended as keypoint K)."""
 
     individuals: list[str]
     ids: np.ndarray
     boxes: np.ndarray
     num_animals: int
     crop_size: tuple[int, int] | None = None
+    with_center: bool = False
     paths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
     sizes: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
 
 
 def shuffle_rows(table: PoseTable, individuals: list[str], bbox_margin: float,
-                 crop_size: tuple[int, int] | None = None) -> ShuffleRows:
+                 crop_size: tuple[int, int] | None = None,
+                 with_center: bool = False) -> ShuffleRows:
     code = {name: i for i, name in enumerate(individuals)}
     names = np.asarray(table.frame[("individual", "")]).astype(str)
     if len(individuals) == 1 and len(set(names) - {"single"}) == 1:
@@ -297,7 +302,7 @@ def shuffle_rows(table: PoseTable, individuals: list[str], bbox_margin: float,
                      dtype=object)
     return ShuffleRows(list(individuals), ids, boxes,
                        1 if crop_size is not None else max(len(individuals), 1), crop_size,
-                       paths, table.image_sizes)
+                       bool(with_center), paths, table.image_sizes)
 
 
 def default_rows(table: PoseTable) -> ShuffleRows:
@@ -325,7 +330,9 @@ def to_dlc_batch(batch: dict[str, torch.Tensor], table: PoseTable,
     list of B str, ``original_size`` (B, 3) int64 (h, w, 3), ``offsets`` (B, 2) int64,
     ``scales`` (B, 2) float64, ``context`` {} and posefeed's ``affine`` (B, 2, 3).
 
-    Frame mode (bottom-up): ``N`` = the config's individuals; DeepLabCut's instance order
+    Frame mode (bottom-up): ``N`` = the config's individuals; with ``with_center_keypoints``
+    (DEKR) each instance's centre appended as keypoint ``K`` (the mean of its keypoints with
+    ``v > 0``, ``v = 2``; ``(0, 0, 0)`` for none); DeepLabCut's instance order
     (instances with a visible keypoint first, in the config's order, then padding);
     keypoints as posefeed's (no conversion), ``x, y = 0`` where ``v <= 0`` (DeepLabCut's
     unlabelled keypoints, which its generators never read); ``boxes``:
@@ -351,6 +358,9 @@ def to_dlc_batch(batch: dict[str, torch.Tensor], table: PoseTable,
         index = index[:, :1]
     else:
         kp, index, boxes, area = _bottom_up(kp, index, affine, rows, batch["image"].shape)
+        if rows.with_center:     # DeepLabCut's add_center_keypoints, after the augmentation
+            x, y, v = add_centers(np, *(kp[..., i].numpy() for i in range(3)))
+            kp = torch.from_numpy(np.stack([x, y, v], -1))
         offsets = np.zeros((b, 2), dtype=np.int64)
         scales = np.ones((b, 2), dtype=np.float64)
     valid = index >= 0
@@ -358,7 +368,8 @@ def to_dlc_batch(batch: dict[str, torch.Tensor], table: PoseTable,
     annotations = {
         "keypoints": kp.float().to(dev),
         "keypoints_unique": torch.zeros((b, 0), dtype=torch.float32, device=dev),
-        "with_center_keypoints": torch.zeros(b, dtype=torch.bool, device=dev),
+        "with_center_keypoints": torch.full((b,), rows.with_center, dtype=torch.bool,
+                                            device=dev),
         "area": torch.as_tensor(np.where(valid, area, 0), dtype=torch.float32, device=dev),
         "boxes": torch.as_tensor(np.where(valid[..., None], boxes, 0), dtype=torch.float32,
                                  device=dev),
@@ -541,7 +552,11 @@ def make_loaders(config: str | Path, shuffle: int = 1, trainingsetindex: int = 0
                                  **common)
         crop_size = None
     log.info("make_loaders: %s pipeline, frame cache %s", train.device, used or "none")
-    rows = [shuffle_rows(t, individuals, margin, crop_size) for t in (train_table, test_table)]
+    center = bool(model_cfg.get("with_center_keypoints", False))
+    if center and top_down:
+        raise ValueError(f"{dlc.model_config_path}: with_center_keypoints in a top-down shuffle")
+    rows = [shuffle_rows(t, individuals, margin, crop_size, center)
+            for t in (train_table, test_table)]
     return Loaders(DLCBatches(train, mapped.dropped, rows[0]), DLCBatches(test, [], rows[1]),
                    model_cfg, Path(dlc.model_folder), mapped.dropped, cache=used)
 

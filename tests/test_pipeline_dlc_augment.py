@@ -383,3 +383,16 @@ def test_a_smaller_input_resizes_the_window():
     p = frame_batch(BARE, LAYOUT, b=200, input_size=(224, 224))
     want = 0.5 * (LAYOUT[0, :4, :2][None] - p.crop_start[:, None]) - 0.25
     np.testing.assert_allclose(p.keypoints[:, 0, :4, :2], want, atol=1e-4)
+
+
+def test_visibility_follows_deeplabcut_window_rule():
+    """A keypoint 0.2 px left of the window (x = -0.2) is dropped (DeepLabCut NaNs anything
+    outside 0 <= x < 448); posefeed's own rule [-0.5, w - 0.5) would keep it. Anchor (100, 100)
+    -> x1 = int(193 * 100 / 640) = 30, so the keypoint at x = 29.8 lands at -0.2."""
+    kp = np.array([[[100, 100, 2], [29.8, 100, 2]]], dtype=np.float64)
+    p = frame_batch(BARE, kp, b=400)
+    on_a = p.crop_start[:, 0] == 30
+    assert on_a.any() and (~on_a).any()
+    np.testing.assert_allclose(p.keypoints[on_a, 0, 1, 0], -0.2, atol=1e-4)
+    assert (p.keypoints[on_a, 0, 1, 2] == 0).all() and (p.keypoints[on_a, 0, 0, 2] == 2).all()
+    assert (p.keypoints[~on_a, 0, :, 2] == 2).all()     # x1 = int(193 * 29.8 / 640) = 8

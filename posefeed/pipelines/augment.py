@@ -71,7 +71,9 @@ class AugmentConfig:
             0.4, as DeepLabCut does); "hybrid" is "uniform" or "density" with p=0.5 each. As
             in DeepLabCut, the candidates are every keypoint of the instances with at least
             one labelled keypoint, unlabelled ones included (at (0, 0), where DeepLabCut
-            stores them, moved by the flip and the affine); none: "uniform".
+            stores them, moved by the flip and the affine); none: "uniform". A keypoint stays
+            visible when ``0 <= x < w`` and ``0 <= y < h`` in the window (DeepLabCut's rule;
+            posefeed's elsewhere is ``[-0.5, w - 0.5)``).
         box_padding: topdown only; the crop box is the instance box times this, about its
             centre (MMPose ``GetBBoxCenterScale``: 1.25; DeepLabCut's top-down crop: 1.0,
             its margin already in the box).

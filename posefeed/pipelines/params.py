@@ -207,7 +207,7 @@ def sample_batch(rng: np.random.Generator, cfg: AugmentConfig, mode: str,
     dlc_crop = mode != "topdown" and cfg.crop_size is not None and cfg.crop_sampling is not None
     if dlc_crop:
         half_body = np.zeros(b, dtype=bool)
-        crop_m, crop_method, crop_start = _dlc_crop(
+        crop_m, crop_method, crop_start, window_m = _dlc_crop(
             cfg, kp_f, labelled, sizes, input_size, shift, scale, rotation, u_method, u_start,
             u_pick, u_dlc_shift)
     elif mode == "topdown":
@@ -246,7 +246,13 @@ def sample_batch(rng: np.random.Generator, cfg: AugmentConfig, mode: str,
 
     out = kp_f.copy()
     out[..., :2] = transform_points(crop_m, kp_f[..., :2])
-    out[..., 2] = np.where(inside(out[..., :2], input_size), out[..., 2], 0.0)
+    if dlc_crop:   # DeepLabCut's rule: 0 <= x < crop w, 0 <= y < crop h in the window
+        win = transform_points(window_m, kp_f[..., :2])
+        cw, ch = cfg.crop_size
+        keep = (win[..., 0] >= 0) & (win[..., 0] < cw) & (win[..., 1] >= 0) & (win[..., 1] < ch)
+    else:
+        keep = inside(out[..., :2], input_size)
+    out[..., 2] = np.where(keep, out[..., 2], 0.0)
 
     # -- photometric ---------------------------------------------------------------------
     deltas = np.array([cfg.hue_delta, cfg.saturation_delta, cfg.value_delta])
@@ -288,8 +294,8 @@ def _dlc_crop(cfg: AugmentConfig, kp: np.ndarray, labelled: np.ndarray, sizes: n
     ``rotation``, translation ``shift * frame size``), ``PadIfNeeded`` to the crop size, then
     ``KeypointAwareCrop`` (see `AugmentConfig.crop_sampling`); an ``input_size`` other than
     the crop size resizes the window into it as `crop_matrices` does (centred, aspect kept).
-    Returns the ``(B, 3, 3)`` flipped-frame -> input matrices, the method used per sample and
-    the window start (x1, y1)."""
+    Returns the ``(B, 3, 3)`` flipped-frame -> input matrices, the method used per sample, the
+    window start (x1, y1) and the flipped-frame -> window matrices (before any resize)."""
     b, n, k, _ = kp.shape
     crop = np.asarray(cfg.crop_size, dtype=np.float64)
     affine = zoom_rotate_matrices((sizes - 1.0) / 2.0, 1.0 / scale, rotation)
@@ -323,10 +329,11 @@ def _dlc_crop(cfg: AugmentConfig, kp: np.ndarray, labelled: np.ndarray, sizes: n
     start = np.where((method == CROP_UNIFORM)[:, None], u_start, start)
     x1y1 = np.floor((padded - crop + 1.0) * start)             # get_random_crop_coords
     affine[:, :2, 2] -= x1y1
+    window = affine
     if tuple(input_size) != tuple(cfg.crop_size):
         affine = crop_matrices((crop[None] - 1.0) / 2.0, crop[None], np.zeros(1),
                                input_size) @ affine
-    return affine, method, x1y1.astype(np.int64)
+    return affine, method, x1y1.astype(np.int64), window
 
 
 def _randint(u: np.ndarray, lo, hi) -> np.ndarray:

@@ -384,12 +384,22 @@ class DLCHeatmapTargets:
         if not gaussian:
             return out
 
-        # Gaussian locref: the last drawn member writes the whole map of both channels
+        self._gaussian_locref(buf, x, y, vis, geo)
+        return out
+
+    def _gaussian_locref(self, buf: "_Outputs", x: torch.Tensor, y: torch.Tensor,
+                         vis: torch.Tensor, geo: "_Geometry") -> None:
+        """The Gaussian locref ``buf.locref[:, :2G]``: the last drawn member of each map
+        writes the whole map of both channels, ``(x - gx, y - gy) / locref_std`` (0 where
+        none is drawn)."""
+        b, g, m = vis.shape
+        h, w = geo.gy.numel(), geo.gx.numel()
+        device = vis.device
         scale = self.locref_scale
-        lg = buf.locref.view(b, c, 2, h, w)[:, :g]
+        lg = buf.locref.view(b, self.num_heatmaps, 2, h, w)[:, :g]
         if not m:
             lg.zero_()
-            return out
+            return
         if m == 1:
             xl, yl, has = x[..., 0], y[..., 0], vis[..., 0]  # (B, G)
         else:
@@ -411,7 +421,6 @@ class DLCHeatmapTargets:
         row[:, :, 0, 0] = torch.where(has[..., None], (xl[..., None] - geo.gx) * scale, 0.0)
         col[:, :, 1, :, 0] = torch.where(has[..., None], (yl[..., None] - geo.gy) * scale, 0.0)
         torch.add(row, col, out=lg)
-        return out
 
     def _weight_values(self, v: torch.Tensor, b: int, g: int) -> torch.Tensor:
         """``(B, C)`` float32: each weight map's value. A member with ``v == -1`` sets 0,

@@ -9,7 +9,10 @@ batch 2 and 8, locref on (DeepLabCut's default head). posefeed is timed with kep
 buffers (its default, ``reuse_buffers=True``) and with new tensors every call
 (``reuse_buffers=False``). Every call gets the next of 4 different keypoint batches (so kept
 buffers never hold the answer already); the three variants are timed round-robin within each
-repeat (the machine's load drifts); medians reported, outputs checked equal (<= 1e-5) first.
+repeat (the machine's load drifts); outputs checked equal (<= 1e-5) first. Reported: the median
+wall time and its ratio, the ratio of the minima (the least disturbed calls, on a shared
+machine), and the ratio of the median CPU time of the process (``time.process_time``, all its threads:
+what each call costs the CPU, not counting the time the scheduler gives other processes).
 
 Run in the integration venv (``make test-integrations`` creates it):
 ``.venv-integrations/bin/python benchmarks/bench_dlc_targets.py [--repeats 5] [--out F.md]``.
@@ -79,18 +82,25 @@ def main() -> None:
                     del got
                 del r
             times = {name: [] for name in gens}
+            cpu = {name: [] for name in gens}
             for i in range(args.repeats):
                 for name, g in gens.items():
                     lab = batches[i % len(batches)]
-                    t0 = time.perf_counter()
+                    c0, t0 = time.process_time(), time.perf_counter()
                     out = g(stride, outputs, lab)
                     times[name].append(time.perf_counter() - t0)
+                    cpu[name].append(time.process_time() - c0)
                     del out
+            ref_name = "DeepLabCut HeatmapGaussianGenerator"
             med = {name: statistics.median(t) * 1e3 for name, t in times.items()}
-            base = med["DeepLabCut HeatmapGaussianGenerator"]
+            low = {name: min(t) * 1e3 for name, t in times.items()}
+            cpu_ms = {name: statistics.median(t) * 1e3 for name, t in cpu.items()}
             for name, ms in med.items():
-                rows.append((b, stride, f"{h}x{w}", name, ms, base / ms))
-                print(f"batch {b} stride {stride} {h}x{w} {name}: {ms:.1f} ms ({base / ms:.1f}x)", flush=True)
+                rows.append((b, stride, f"{h}x{w}", name, ms, med[ref_name] / ms, low[name],
+                             low[ref_name] / low[name], cpu_ms[name], cpu_ms[ref_name] / cpu_ms[name]))
+                print(f"batch {b} stride {stride} {h}x{w} {name}: {ms:.1f} ms ({med[ref_name] / ms:.1f}x; "
+                      f"min {low[name]:.1f} ms, {low[ref_name] / low[name]:.1f}x; CPU {cpu_ms[name]:.1f} ms, "
+                      f"{cpu_ms[ref_name] / cpu_ms[name]:.1f}x)", flush=True)
     load_after = os.getloadavg()
     lines = [
         "# DeepLabCut generator vs posefeed drop-in (benchmarks/bench_dlc_targets.py)",
@@ -99,12 +109,14 @@ def main() -> None:
         f"{platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"deeplabcut 3.0.2; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average "
         f"(1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, after "
-        f"{load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}; {args.repeats} repeats, median.",
+        f"{load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}; {args.repeats} repeats.",
         "",
-        "| batch | stride | map | generator | ms / call | x DeepLabCut |",
-        "|---:|---:|---|---|---:|---:|",
+        "| batch | stride | map | generator | ms / call (median) | x DeepLabCut | min ms | x (minima) "
+        "| CPU ms | x (CPU) |",
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [f"| {b} | {s} | {m} | {n} | {ms:.1f} | {x:.1f}x |" for b, s, m, n, ms, x in rows]
+    lines += [f"| {b} | {s} | {m} | {n} | {ms:.1f} | {x:.1f}x | {lo:.1f} | {xl:.1f}x | {cp:.1f} | {xc:.1f}x |"
+              for b, s, m, n, ms, x, lo, xl, cp, xc in rows]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

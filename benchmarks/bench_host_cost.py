@@ -413,10 +413,34 @@ def host_calls(step: Callable[[], Any]) -> int:
         source.lookahead = True
 
 
+def serial_times(step: Callable[[], Any], batches: int) -> list[float]:
+    """CPU seconds of one batch's whole host path on one thread (the look-ahead switched
+    off, as for `host_calls`), ``batches`` times. The main thread and the look-ahead thread
+    both run Python under one interpreter lock, so this, not the main thread's share, bounds
+    batches per second when Python is the limit: 64 / this = samples/s at batch 64."""
+    source = getattr(step, "source", None)
+    if source is not None:
+        source.cancel()
+        source.lookahead = False
+    try:
+        step()
+        out = []
+        for _ in range(batches):
+            t0 = time.thread_time()
+            step()
+            out.append(time.thread_time() - t0)
+        return out
+    finally:
+        if source is not None:
+            source.lookahead = True
+
+
 def measure(graph: str, batch_size: int, batches: int = 30, warmup: int = 3,
             table: Any = None) -> dict[str, Any]:
-    """``{"host_ms_per_batch", "python_calls_per_batch", "host_waits_per_batch"}`` for one
-    graph and batch size (main-thread CPU time, ``time.thread_time``)."""
+    """``{"host_ms_per_batch", "serial_host_ms_per_batch", "python_calls_per_batch",
+    "host_waits_per_batch"}`` for one graph and batch size: main-thread CPU time
+    (``time.thread_time``; the critical path while the look-ahead prepares the next batch)
+    and the whole host path of a batch on one thread (`serial_times`)."""
     step, close, cuda = build_host_step(graph, batch_size, table)
     try:
         with cuda.patch():
@@ -432,9 +456,11 @@ def measure(graph: str, batch_size: int, batches: int = 30, warmup: int = 3,
                 step()
                 times.append(time.thread_time() - t0)
             waits = (cuda.waits - waits0) / batches
+            serial = serial_times(step, batches)
     finally:
         close()
     return {"host_ms_per_batch": round(1e3 * statistics.median(times), 3),
+            "serial_host_ms_per_batch": round(1e3 * statistics.median(serial), 3),
             "python_calls_per_batch": int(calls),
             "host_waits_per_batch": waits}
 
@@ -451,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     res = run_all(args.batches)
     for g, per in res.items():
         for b, r in per.items():
-            print(f"{g:13s} batch {b:>3s}: {r['host_ms_per_batch']:7.3f} ms/batch, "
+            print(f"{g:13s} batch {b:>3s}: {r['host_ms_per_batch']:7.3f} ms/batch "
+                  f"(all on one thread {r['serial_host_ms_per_batch']:7.3f}), "
                   f"{r['python_calls_per_batch']:6d} Python calls, "
                   f"{r['host_waits_per_batch']:.0f} host waits")
     if args.json:

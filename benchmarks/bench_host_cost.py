@@ -265,6 +265,20 @@ class StubCuPy:
         return t
 
 
+def feed_next(source: Any, split: Any, b: int, frames: bool) -> Any:
+    """The feed's part of one step: the next batch from ``source`` (the next epoch when one
+    ends) through ``split``, its images and parameters converted as DALI converts what is fed;
+    returns the parameters."""
+    if source._next >= len(source):
+        source.seek(source._epoch + 1, 0)
+    images = split.images()
+    params = split.params()
+    feed_conversion(images, b, frames=frames)
+    for p in params:
+        feed_conversion(p, b)
+    return params
+
+
 def _step(loader, graph, codecs, cuda, torch):
     """The host work of the GPU path after the redesign: the source's look-ahead thread
     prepares batch N+1 (order, parameters, the GPU graph's fields, bytes / ring gather)
@@ -306,13 +320,7 @@ def _step(loader, graph, codecs, cuda, torch):
     source.seek(0, 0)
 
     def step():
-        if source._next >= len(source):
-            source.seek(source._epoch + 1, 0)
-        images = split.images()
-        params = split.params()
-        feed_conversion(images, b, frames=graph != "uncached")
-        for p in params:
-            feed_conversion(p, b)
+        feed_next(source, split, b, frames=graph != "uncached")
         outs = [StubTensorListGPU((b, 3, 256, 192)), StubTensorListGPU((b, 1, k, 3)),
                 StubTensorListGPU((b, 1), np.int64), StubTensorListGPU((b, 2, 3))]
         batch = loader._to_torch(outs)
@@ -351,13 +359,7 @@ def _legacy_step(loader, graph, codecs, cuda, torch):
     k = loader.table.num_keypoints
 
     def step():
-        if source._next >= len(source):
-            source.seek(source._epoch + 1, 0)
-        images = split.images()
-        params = split.params()
-        feed_conversion(images, b, frames=graph != "uncached")
-        for p in params:
-            feed_conversion(p, b)
+        params = feed_next(source, split, b, frames=graph != "uncached")
         kp = params[-3]
         samples = [kp[i] for i in range(len(kp))]    # python_function: one array per sample
         targets = []

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 from posefeed.datasets import PoseTable
-from posefeed.pipelines import AugmentConfig
+from posefeed.pipelines import AugmentConfig, PoseLoader
 
 
 def kp(*rows):
@@ -227,3 +227,11 @@ def make_dataset(root: Path, bad: dict[int, str], n: int = 12, fmt: str = "JPEG"
         pts = rng.uniform(8, 40, (3, 2))
         kps.append(np.concatenate([pts, np.full((3, 1), 2.0)], axis=1))
     return PoseTable.from_arrays(names, np.array(kps), ["a", "b", "c"], [SIZE] * n, root=root)
+
+
+def make_loader(table: PoseTable, *, input_size: tuple[int, int], seed: int, device: str = "cpu",
+                num_threads: int = 1, batch_size: int = 4, **kw) -> PoseLoader:
+    """A `PoseLoader` over ``table`` with the small test defaults (batch 4); ``codecs=`` and any
+    other keyword go to the loader."""
+    return PoseLoader(table, kw.pop("codecs", []), input_size=input_size, seed=seed,
+                      device=device, num_threads=num_threads, batch_size=batch_size, **kw)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from posefeed.pipelines import AugmentConfig, PoseLoader
+from posefeed.pipelines import AugmentConfig
 from posefeed.pipelines.graph import PREFETCH
-from helpers import batches, make_blob_table
+from helpers import batches, make_blob_table, make_loader
 
 pytestmark = pytest.mark.gpu
 INPUT = (64, 80)
@@ -23,9 +23,8 @@ def jpeg_table(tmp_path_factory):
 
 
 def make(table, **kw):
-    args = dict(input_size=INPUT, batch_size=4, device="gpu", num_threads=2, seed=4)
-    args.update(kw)
-    return PoseLoader(table, args.pop("codecs", []), **args)
+    return make_loader(table, **{"input_size": INPUT, "device": "gpu", "num_threads": 2,
+                                 "seed": 4, **kw})
 
 
 def test_padded_bytes_decode_like_a_list_on_nvjpeg(jpeg_table):

@@ -7,13 +7,13 @@ import pytest
 import torch
 from nvidia.dali.tensors import TensorListCPU
 
-from posefeed.pipelines import AugmentConfig, PipelineError, PoseLoader
+from posefeed.pipelines import AugmentConfig, PipelineError
 from posefeed.pipelines.graph import (CROP_INPUTS, PREFETCH, GraphSpec, graph_fields,
                                       graph_params)
 from posefeed.pipelines.images import ImageReader, pad_bytes
 from posefeed.pipelines.source import FIELDS, BatchSource, SourceSpec, dali_feed
 from posefeed.targets import GaussianHeatmap, SimCC
-from helpers import batches, make_blob_table
+from helpers import batches, make_blob_table, make_loader
 
 INPUT = (48, 64)
 
@@ -24,9 +24,7 @@ def table(tmp_path_factory):
 
 
 def make(table, **kw):
-    args = dict(input_size=INPUT, batch_size=4, device="cpu", num_threads=1, seed=5)
-    args.update(kw)
-    return PoseLoader(table, args.pop("codecs", []), **args)
+    return make_loader(table, **{"input_size": INPUT, "seed": 5, **kw})
 
 
 def spec(**kw):

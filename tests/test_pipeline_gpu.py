@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from posefeed.pipelines import AugmentConfig, PoseLoader
-from helpers import GEOMETRY, batches, check_blobs, make_blob_table
+from posefeed.pipelines import AugmentConfig
+from helpers import GEOMETRY, batches, check_blobs, make_blob_table, make_loader
 
 pytestmark = pytest.mark.gpu
 INPUT = (64, 80)
@@ -24,9 +24,8 @@ def jpeg_table(tmp_path_factory):
 
 
 def make(table, **kw):
-    args = dict(input_size=INPUT, batch_size=4, device="gpu", num_threads=2, seed=4)
-    args.update(kw)
-    return PoseLoader(table, args.pop("codecs", []), **args)
+    return make_loader(table, **{"input_size": INPUT, "device": "gpu", "num_threads": 2,
+                                 "seed": 4, **kw})
 
 
 @pytest.mark.parametrize("which", ["table", "jpeg_table"])

@@ -13,7 +13,7 @@ from posefeed.pipelines import AugmentConfig, BadImageError, PoseLoader, rtmpose
 from posefeed.pipelines.graph import MEAN, STD
 from posefeed.targets.base import Codec
 
-from helpers import batches, check_blobs, make_blob_table
+from helpers import batches, check_blobs, make_blob_table, make_loader
 from oracles import mmpose_loop, mmpose_udp_loop, simcc_loop
 
 INPUT = (48, 64)
@@ -44,9 +44,7 @@ def table(tmp_path_factory):
 
 
 def make(table, **kw):
-    args = dict(input_size=INPUT, batch_size=4, device="cpu", num_threads=1, seed=11)
-    args.update(kw)
-    return PoseLoader(table, kw.pop("codecs", []), **{k: v for k, v in args.items() if k != "codecs"})
+    return make_loader(table, **{"input_size": INPUT, "seed": 11, **kw})
 
 
 def test_batch_contract_full_recipe(table):

@@ -203,10 +203,12 @@ def feed_conversion(x, batch_size: int, frames: bool = False):
     return _prep_data_for_feed_input(x, batch_size, None)
 
 
-def build_host_step(graph: str, batch_size: int, table: Any = None
+def build_host_step(graph: str, batch_size: int, table: Any = None, lookahead: str = "auto"
                     ) -> tuple[Callable[[], Any], Callable[[], None], Any]:
     """``(step, close, counters)``: ``step()`` runs one batch of the GPU path's host work
-    (``table``: default the synthetic set, tiled to 8 batches)."""
+    (``table``: default the synthetic set, tiled to 8 batches; ``lookahead``: where the
+    next batches are prepared, "auto" = the GPU loader's default; older trees have a thread
+    only)."""
     import torch  # noqa: PLC0415
 
     from posefeed.pipelines.loader import PoseLoader  # noqa: PLC0415
@@ -230,7 +232,7 @@ def build_host_step(graph: str, batch_size: int, table: Any = None
         from posefeed.pipelines.slab import BatchRing  # noqa: F401,PLC0415  (the redesign)
     except ImportError:
         return _legacy_step(loader, graph, codecs, cuda, torch)
-    return _step(loader, graph, codecs, cuda, torch)
+    return _step(loader, graph, codecs, cuda, torch, lookahead)
 
 
 class _NullContext:
@@ -279,11 +281,12 @@ def feed_next(source: Any, split: Any, b: int, frames: bool) -> Any:
     return params
 
 
-def _step(loader, graph, codecs, cuda, torch):
-    """The host work of the GPU path after the redesign: the source's look-ahead thread
-    prepares batch N+1 (order, parameters, the GPU graph's fields, bytes / ring gather)
-    while the main thread hands out batch N; frames live in a `FrameSlab` (meta tensors for
-    the device) gathered into a `BatchRing`; targets by `DenseTargets` after the graph."""
+def _step(loader, graph, codecs, cuda, torch, lookahead="auto"):
+    """The host work of the GPU path after the redesign: the source's look-ahead (a worker
+    process, or a thread in older trees) prepares the next batches (order, parameters, the
+    GPU graph's fields) while the main thread hands out batch N (and, with a worker, reads
+    or gathers its images); frames live in a `FrameSlab` (meta tensors for the device)
+    gathered into a `BatchRing`; targets by `DenseTargets` after the graph."""
     import posefeed.pipelines.loader as loader_mod  # noqa: PLC0415
     from posefeed.pipelines.graph import GraphSpec, SplitSource, graph_fields, graph_params  # noqa: PLC0415
     from posefeed.pipelines.images import ImageReader  # noqa: PLC0415
@@ -291,8 +294,10 @@ def _step(loader, graph, codecs, cuda, torch):
     from posefeed.pipelines.source import BatchSource  # noqa: PLC0415
     from posefeed.pipelines.target_stage import DenseTargets  # noqa: PLC0415
 
+    extra = getattr(loader.graph, "extra_outputs", None)   # area / identities as fed fields
     spec = GraphSpec.choose("gpu", loader.input_size, cache=None if graph == "uncached" else
-                            graph.split("_")[0], paths=loader.source.reader.paths)
+                            graph.split("_")[0], paths=loader.source.reader.paths,
+                            **({} if extra is None else {"extra_outputs": extra}))
     table, b = loader.table, loader.batch_size
     reader = ImageReader(table, dense_bytes=graph == "uncached")
     if graph != "uncached":
@@ -304,25 +309,29 @@ def _step(loader, graph, codecs, cuda, torch):
     # the GPU graph's source spec: no ROI decode on the GPU (the CPU loader's spec has it)
     kw = {"tensor_lists": graph_params(spec)} \
         if "tensor_lists" in inspect.signature(BatchSource).parameters else {}  # (older trees)
+    if extra is not None:           # the lookahead modes (GPU default: a worker process)
+        kw["lookahead"] = "process" if lookahead == "auto" else lookahead
     source = BatchSource(table, dataclasses.replace(loader.spec, roi=spec.roi), reader,
                          fields=graph_fields(spec), **kw)
     split = SplitSource(source, graph_params(spec))
     targets = DenseTargets(codecs, loader.names[4:])
     targets._cupy = StubCuPy
     loader.targets = None
-    loader.graph_names = loader.names[:4]
+    loader.graph_names = loader.names[:4] + list(extra or ())
     loader.device = "gpu"
     # the pipelines the loader builds run DALI's exec_dynamic executor: outputs zero-copy
     loader._pipe, loader._zero_copy = _ExecDynamic(), True
     loader_mod.TensorListGPU = StubTensorListGPU
     k = table.num_keypoints
     kp_dev = torch.empty((b, 1, k, 3), device="meta")
+    stubs = {"image": ((b, 3, 256, 192), np.float32), "keypoints": ((b, 1, k, 3), np.float32),
+             "index": ((b, 1), np.int64), "affine": ((b, 2, 3), np.float32),
+             "area": ((b, 1), np.float32), "individual_ids": ((b, 1), np.int64)}
     source.seek(0, 0)
 
     def step():
         feed_next(source, split, b, frames=graph != "uncached")
-        outs = [StubTensorListGPU((b, 3, 256, 192)), StubTensorListGPU((b, 1, k, 3)),
-                StubTensorListGPU((b, 1), np.int64), StubTensorListGPU((b, 2, 3))]
+        outs = [StubTensorListGPU(*stubs[n]) for n in loader.graph_names]
         batch = loader._to_torch(outs)
         batch.update(targets._cuda(kp_dev))          # the codecs' launches, after the graph
         if reader.ring is not None:
@@ -407,12 +416,12 @@ def host_calls(step: Callable[[], Any]) -> int:
     if source is None:
         return count_python_calls(step)
     source.cancel()
-    source.lookahead = False
+    mode, source.lookahead = source.lookahead, False
     try:
         step()                                  # the first batch without a prepared one
         return count_python_calls(step)
     finally:
-        source.lookahead = True
+        source.lookahead = mode
 
 
 def serial_times(step: Callable[[], Any], batches: int) -> list[float]:
@@ -423,7 +432,7 @@ def serial_times(step: Callable[[], Any], batches: int) -> list[float]:
     source = getattr(step, "source", None)
     if source is not None:
         source.cancel()
-        source.lookahead = False
+        mode, source.lookahead = source.lookahead, False
     try:
         step()
         out = []
@@ -434,16 +443,25 @@ def serial_times(step: Callable[[], Any], batches: int) -> list[float]:
         return out
     finally:
         if source is not None:
-            source.lookahead = True
+            source.lookahead = mode
+
+
+def worker_cpu(step: Callable[[], Any]) -> list[float]:
+    """The worker process's CPU seconds of each batch it prepared, newest last (empty
+    without a worker: a thread's CPU time is the process's, not told apart here)."""
+    worker = getattr(getattr(step, "source", None), "_worker", None)
+    return list(getattr(worker, "cpu_s", ()))
 
 
 def measure(graph: str, batch_size: int, batches: int = 30, warmup: int = 3,
-            table: Any = None) -> dict[str, Any]:
-    """``{"host_ms_per_batch", "serial_host_ms_per_batch", "python_calls_per_batch",
-    "host_waits_per_batch"}`` for one graph and batch size: main-thread CPU time
-    (``time.thread_time``; the critical path while the look-ahead prepares the next batch)
-    and the whole host path of a batch on one thread (`serial_times`)."""
-    step, close, cuda = build_host_step(graph, batch_size, table)
+            table: Any = None, lookahead: str = "auto") -> dict[str, Any]:
+    """``{"host_ms_per_batch", "serial_host_ms_per_batch", "worker_ms_per_batch",
+    "python_calls_per_batch", "main_calls_per_batch", "host_waits_per_batch"}`` for one
+    graph and batch size: main-thread CPU time (``time.thread_time``; the critical path
+    while the look-ahead prepares the next batches), the worker process's CPU time per batch
+    (None with a thread), the whole host path of a batch on one thread (`serial_times`),
+    and the calls of the whole path (`host_calls`) and of the main thread alone."""
+    step, close, cuda = build_host_step(graph, batch_size, table, lookahead)
     try:
         with cuda.patch():
             for _ in range(warmup):
@@ -451,37 +469,53 @@ def measure(graph: str, batch_size: int, batches: int = 30, warmup: int = 3,
             calls = host_calls(step)
             for _ in range(warmup):
                 step()
+            main_calls = count_python_calls(step)
+            for _ in range(warmup):
+                step()
             waits0 = cuda.waits
             times = []
+            done = len(worker_cpu(step))
             for _ in range(batches):
                 t0 = time.thread_time()
                 step()
                 times.append(time.thread_time() - t0)
             waits = (cuda.waits - waits0) / batches
+            worker = worker_cpu(step)[done:]
             serial = serial_times(step, batches)
     finally:
         close()
     return {"host_ms_per_batch": round(1e3 * statistics.median(times), 3),
             "serial_host_ms_per_batch": round(1e3 * statistics.median(serial), 3),
+            "worker_ms_per_batch": round(1e3 * statistics.median(worker), 3) if worker
+            else None,
             "python_calls_per_batch": int(calls),
+            "main_calls_per_batch": int(main_calls),
             "host_waits_per_batch": waits}
 
 
-def run_all(batches: int = 30, graphs=GRAPHS, batch_sizes=BATCH_SIZES) -> dict[str, Any]:
-    return {g: {str(b): measure(g, b, batches) for b in batch_sizes} for g in graphs}
+def run_all(batches: int = 30, graphs=GRAPHS, batch_sizes=BATCH_SIZES,
+            lookahead: str = "auto") -> dict[str, Any]:
+    return {g: {str(b): measure(g, b, batches, lookahead=lookahead) for b in batch_sizes}
+            for g in graphs}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--batches", type=int, default=30, help="timed batches per case (median)")
+    ap.add_argument("--lookahead", default="auto", choices=("auto", "process", "thread"),
+                    help="where the next batches are prepared (auto: the GPU loader's "
+                         "default, a worker process; older trees: a thread)")
     args = ap.parse_args(argv)
-    res = run_all(args.batches)
+    res = run_all(args.batches, lookahead=args.lookahead)
     for g, per in res.items():
         for b, r in per.items():
-            print(f"{g:13s} batch {b:>3s}: {r['host_ms_per_batch']:7.3f} ms/batch "
-                  f"(all on one thread {r['serial_host_ms_per_batch']:7.3f}), "
-                  f"{r['python_calls_per_batch']:6d} Python calls, "
+            worker = r.get("worker_ms_per_batch")
+            print(f"{g:13s} batch {b:>3s}: {r['host_ms_per_batch']:7.3f} ms/batch main thread"
+                  f" (worker {'-' if worker is None else f'{worker:.3f}'}, all on one thread "
+                  f"{r['serial_host_ms_per_batch']:7.3f}), "
+                  f"{r['python_calls_per_batch']:6d} Python calls "
+                  f"({r.get('main_calls_per_batch', '-')} on the main thread), "
                   f"{r['host_waits_per_batch']:.0f} host waits")
     if args.json:
         meta = {"machine": platform.node(), "cpus": os.cpu_count(),

@@ -68,20 +68,27 @@ class GraphSpec:
     #: the motion-blur and Gaussian-noise stages (DeepLabCut's recipe) are in the graph: only
     #: when the schedule uses them, so other recipes compute and feed nothing for them
     motion_noise: bool = False
+    #: fed fields that pass through the graph to the batch after `PASS_THROUGH` (of
+    #: `EXTRA_OUTPUTS`: ``area`` when the table has areas, ``individual_ids`` in frame mode;
+    #: computed with the parameters, so the loader runs no torch ops for them)
+    extra_outputs: tuple[str, ...] = ()
 
     @classmethod
     def choose(cls, device: str, input_size: tuple[int, int], image_dtype: str = "float32",
                cache: str | None = None, cpu_backend: str = "opencv",
                roi_decode: bool | None = None, opencv_png: bool = True,
                paths: Sequence[str] = (), dense_targets: bool | None = None,
-               motion_noise: bool = False) -> "GraphSpec":
+               motion_noise: bool = False, extra_outputs: Sequence[str] = ()) -> "GraphSpec":
         """The one place that decides the graph's shape from the loader's options: the OpenCV
         stage or DALI ops (``cpu_backend``, CPU only), decoding PNG inside the OpenCV stage
         (``opencv_png`` with a cache-less, PNG-only dataset: ``paths``), and ROI decode
         (``roi_decode``, default on for CPU; never with a cache or the OpenCV decode), and
         where the codecs run (``dense_targets``: after the graph; default and forced on the
         GPU, `CPU_DENSE_TARGETS` on the CPU), and whether the motion-blur / noise stages
-        exist (``motion_noise``: the schedule uses them)."""
+        exist (``motion_noise``: the schedule uses them); ``extra_outputs``: see the field."""
+        unknown = [f for f in extra_outputs if f not in EXTRA_OUTPUTS]
+        if unknown:
+            raise ValueError(f"extra_outputs {unknown} are not among {list(EXTRA_OUTPUTS)}")
         opencv = device == "cpu" and cpu_backend == "opencv"
         cv_decode = (opencv and cache is None and bool(opencv_png) and len(paths) > 0
                      and all(str(p).lower().endswith(".png") for p in paths))
@@ -91,7 +98,8 @@ class GraphSpec:
                    roi=roi and cache is None and not cv_decode, opencv_decode=cv_decode,
                    dense_targets=device == "gpu" or (CPU_DENSE_TARGETS if dense_targets is None
                                                      else bool(dense_targets)),
-                   motion_noise=bool(motion_noise))
+                   motion_noise=bool(motion_noise),
+                   extra_outputs=tuple(f for f in EXTRA_OUTPUTS if f in extra_outputs))
 
     @property
     def opencv(self) -> bool:
@@ -121,6 +129,8 @@ DALI_OPS_INPUTS = ("warp", "hue", "saturation", "value", "blur", "blur_kernel", 
 DALI_MOTION_NOISE = ("motion", "motion_kernel", "noise", "noise_std")
 #: fields every graph passes through as outputs
 PASS_THROUGH = ("keypoints", "index", "affine")
+#: fields a graph may pass through after `PASS_THROUGH` (`GraphSpec.extra_outputs`), in order
+EXTRA_OUTPUTS = ("area", "individual_ids")
 
 
 def crop_inputs(spec: GraphSpec) -> tuple[str, ...]:
@@ -150,7 +160,7 @@ def graph_fields(spec: GraphSpec) -> tuple[str, ...]:
         fields.append("median_window" if spec.device == "gpu" else "median_kernel")
         if spec.motion_noise:
             fields += DALI_MOTION_NOISE
-    return tuple(fields) + PASS_THROUGH
+    return tuple(fields) + PASS_THROUGH + spec.extra_outputs
 
 
 class SplitSource:
@@ -291,7 +301,8 @@ def build_pipeline(spec: GraphSpec, source: SourceFn, codecs: Sequence[Codec], b
                    num_threads: int, device_id: int | None, prefetch: int = PREFETCH,
                    frames_stream=None):
     """Build the (not yet started) DALI pipeline. Outputs, in order: image, keypoints, index,
-    affine, then, when ``codecs`` are given (encoded inside the graph), each codec's outputs
+    affine, ``spec.extra_outputs``, then, when ``codecs`` are given (encoded inside the
+    graph), each codec's outputs
     (see `output_names`). ``source`` returns the named feed with `graph_fields` ``(spec)``.
     ``frames_stream``: the CUDA stream device frames are gathered on (DALI orders its reads
     after it)."""
@@ -333,8 +344,10 @@ def build_pipeline(spec: GraphSpec, source: SourceFn, codecs: Sequence[Codec], b
         crop = crop_opencv(spec, frames, p, crop_fn) if spec.opencv else \
             crop_dali_ops(spec, frames, p)
         image = normalise(spec, crop)
-        keypoints, index, affine = (p[n].gpu() if gpu else p[n] for n in PASS_THROUGH)
-        return (image, keypoints, index, affine, *targets(spec, keypoints, codecs, encoders))
+        keypoints, index, affine, *extra = (p[n].gpu() if gpu else p[n]
+                                            for n in PASS_THROUGH + spec.extra_outputs)
+        return (image, keypoints, index, affine, *extra,
+                *targets(spec, keypoints, codecs, encoders))
 
     pipe = pose_pipeline()
     #: objects with a ``close()`` that own threads (closed with the pipeline by PoseLoader)

@@ -22,7 +22,7 @@ from posefeed.pipelines.graph import (PREFETCH, GraphSpec, build_pipeline, graph
 from posefeed.pipelines.slab import BatchRing, FrameSlab, check_slab_fits
 from posefeed.pipelines.errors import BadImageError, PipelineError  # noqa: F401
 from posefeed.pipelines.images import ImageReader, decode_problem, find_undecodable
-from posefeed.pipelines.source import BatchSource, SourceSpec
+from posefeed.pipelines.source import LOOKAHEADS, BatchSource, SourceSpec
 from posefeed.pipelines.target_stage import DenseTargets
 from posefeed.targets import cupy_or_none
 from posefeed.targets.base import Codec
@@ -111,6 +111,12 @@ class PoseLoader:
             bytes. GPU path caches (one zero-padded slab + a ring of batches): default 0.5
             (device), 0.2 (host); CPU host cache: default 20 % of the available memory.
             `CacheTooLarge` names the numbers when the cache does not fit.
+        lookahead: where the batches after the one DALI runs are prepared (order,
+            augmentation parameters, the fields the graph reads): "process" (a worker
+            process, `posefeed.pipelines.feed_process`; started on first iteration, ~0.1-0.3 s),
+            "thread" (a thread of this process, which competes with the training loop for
+            the interpreter lock), "off" (on demand) or "auto" (default: "process" on the
+            GPU path, "thread" on the CPU). Every choice gives the same batches.
     """
 
     def __init__(self, table: PoseTable, codecs: Codec | Sequence[Codec] = (), mode: str = "topdown",
@@ -122,7 +128,7 @@ class PoseLoader:
                  on_bad_image: str = "raise", device_id: int | None = None,
                  cpu_backend: str = "opencv", roi_decode: bool | None = None,
                  opencv_png: bool = True, dense_targets: bool | None = None,
-                 cache_headroom: float | int | None = None):
+                 cache_headroom: float | int | None = None, lookahead: str = "auto"):
         if device not in ("auto", "cpu", "gpu"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
         check_loader_arguments(mode=mode, input_size=input_size, batch_size=batch_size,
@@ -142,6 +148,9 @@ class PoseLoader:
             raise ValueError("cache='device' needs device='gpu'")
         if cpu_backend not in ("opencv", "dali"):
             raise ValueError(f"cpu_backend must be 'opencv' or 'dali', got {cpu_backend!r}")
+        if lookahead != "auto" and lookahead not in LOOKAHEADS:
+            raise ValueError(f"lookahead must be 'auto' or one of {list(LOOKAHEADS)}, got "
+                             f"{lookahead!r}")
         if image_dtype not in ("float32", "uint8"):
             raise ValueError(f"image_dtype must be 'float32' or 'uint8', got {image_dtype!r}")
         if len(table) == 0:
@@ -175,10 +184,18 @@ class PoseLoader:
                              "after the graph get: leave dense_targets at None (or True)")
         if wants_area:
             dense_targets = True
+        #: batches carry ``area (B, N)`` when the table has areas (COCO ``area``, DeepLabCut's
+        #: box area; `PoseTable.areas`): NaN for the rows without, 0 for padding
+        self.has_areas = bool(np.isfinite(np.asarray(table.areas, dtype=np.float32)).any())
+        # area and identities are fed fields the graph passes through (computed with the
+        # parameters, in the look-ahead), not torch ops on the batch
+        extra = (("area",) if self.has_areas else ()) + \
+            (("individual_ids",) if mode == "frame" else ())
         self.graph = GraphSpec.choose(device, self.input_size, image_dtype, cache, cpu_backend,
                                       roi_decode, opencv_png, reader.paths, dense_targets,
                                       motion_noise=any(c.motion_blur_prob > 0 or c.noise_prob > 0
-                                                       for _, c in self.schedule))
+                                                       for _, c in self.schedule),
+                                      extra_outputs=extra)
         self.cache_channels = self.graph.frame_channels
         self.cache_headroom = cache_headroom
         #: batches of the GPU path's frame ring: DALI's prefetch queue, the batch being
@@ -202,29 +219,29 @@ class PoseLoader:
         # GPU path: the parameters go to DALI as tensor lists built in the feed's look-ahead
         # (the main thread's host cost); not on the CPU path, where the host-cache loader ran
         # ~20 % fewer samples/s with them (A/B under load 12-14, docs/benchmarks.md)
+        #: where the batches after the current one are prepared (`source.LOOKAHEADS`): "auto"
+        #: is a worker process on the GPU path (the main thread's host cost,
+        #: docs/benchmarks.md) and a thread on the CPU path
+        self.lookahead = ("process" if device == "gpu" else "thread") \
+            if lookahead == "auto" else lookahead
         self.source = BatchSource(table, self.spec, reader, fields=graph_fields(self.graph),
                                   tensor_lists=graph_params(self.graph) if device == "gpu"
-                                  else ())
+                                  else (), lookahead=self.lookahead)
         check_batches(len(self.source), num_samples=self.source.num_samples,
                       batch_size=self.batch_size, drop_last=bool(drop_last), world=int(world),
                       mode=mode)
-        self.names = ["image", "keypoints", "index", "affine"] + output_names(self.codecs)
+        #: the codecs' output names in the batch (`output_names`)
+        self.target_names = output_names(self.codecs)
+        self.names = ["image", "keypoints", "index", "affine"] + self.target_names
         #: the table's individuals in first-seen order; frame-mode batches carry
         #: ``individual_ids (B, N)``: each instance's position in this list, -1 for padding
-        self.individuals = list(dict.fromkeys(table.individuals))
-        code = {name: i for i, name in enumerate(self.individuals)}
-        self._individual_of_row = np.asarray([code[i] for i in table.individuals], dtype=np.int64)
-        self._individual_tables: dict = {}    # the row -> individual table, per device
-        self._area_of_row = np.ascontiguousarray(table.areas, dtype=np.float32)
-        #: batches carry ``area (B, N)`` when the table has areas (COCO ``area``, DeepLabCut's
-        #: box area; `PoseTable.areas`): NaN for the rows without, 0 for padding
-        self.has_areas = bool(np.isfinite(self._area_of_row).any())
-        self._area_tables: dict = {}          # the row -> area table, per device
+        self.individuals = self.source.individuals
         #: the codecs after the graph (`DenseTargets`), or None when they run inside it
-        self.targets = DenseTargets(self.codecs, self.names[4:]) \
+        self.targets = DenseTargets(self.codecs, self.target_names) \
             if self.graph.dense_targets else None
         #: the pipeline's outputs, in order
-        self.graph_names = self.names if self.targets is None else self.names[:4]
+        self.graph_names = self.names[:4] + list(self.graph.extra_outputs) + \
+            (self.target_names if self.targets is None else [])
         self._pipe = None
         #: the pipeline's outputs may be used in place (its executor is ``exec_dynamic``)
         self._zero_copy = False
@@ -472,24 +489,6 @@ class PoseLoader:
             return None
         return torch.cuda.current_stream(self.device_id)
 
-    def _areas(self, rows: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
-        """``area (B, N)`` float32: each instance's table area (image pixels squared) in input
-        pixels squared, NaN where the table has none, 0 for padding.
-
-        The crop maps image to input pixels by an affine map ``F`` (its inverse is the
-        batch's ``affine``); an affine map scales every area by ``|det`` of its linear part
-        ``|`` (flips make it negative), so ``area_in = area_img * |det F| = area_img /
-        |det affine[:, :2]|`` (``k^2`` for a crop that scales by ``k``, ``k_x k_y`` for a
-        stretched one, unchanged by rotation)."""
-        of_row = self._area_tables.get(rows.device)
-        if of_row is None:
-            of_row = torch.from_numpy(self._area_of_row).to(rows.device)
-            self._area_tables[rows.device] = of_row
-        a = affine.float()[..., :2, :2]                 # (B, 2, 2)
-        det = (a[..., 0, 0] * a[..., -1, -1] - a[..., 0, -1] * a[..., -1, 0]).abs()
-        area = of_row[rows.clamp(min=0)] / det[:, None]
-        return torch.where(rows >= 0, area, torch.zeros_like(area))
-
     def _to_torch(self, outs) -> dict[str, torch.Tensor]:
         """The pipeline's outputs as torch tensors, without copies (DLPack on the GPU, the
         buffer protocol on the CPU), then the dense targets.
@@ -517,16 +516,6 @@ class PoseLoader:
             batch[name] = t
         if self.mode == "topdown" and batch["keypoints"].ndim == 3:
             batch["keypoints"] = batch["keypoints"][:, None]
-        if self.mode == "frame":  # identities, for identity heads (index: table rows, -1 pad)
-            rows = batch["index"]     # on the pipeline's device: no host read of a GPU tensor
-            of_row = self._individual_tables.get(rows.device)
-            if of_row is None:
-                of_row = torch.from_numpy(self._individual_of_row).to(rows.device)
-                self._individual_tables[rows.device] = of_row
-            batch["individual_ids"] = torch.where(rows >= 0, of_row[rows.clamp(min=0)],
-                                                  torch.full_like(rows, -1))
-        if self.has_areas:
-            batch["area"] = self._areas(batch["index"], batch["affine"])
         if self.targets is not None:
             try:
                 batch.update(self.targets(batch["keypoints"], area=batch.get("area")))

@@ -17,56 +17,50 @@ import numpy as np
 from nvidia.dali.tensors import TensorListCPU
 
 from posefeed.datasets.table import PoseTable
-from posefeed.pipelines.augment import Schedule, config_for_epoch
 # re-exported: these names were importable from here before the split
 from posefeed.pipelines.errors import BadImageError, PipelineError, rows_text  # noqa: F401
-from posefeed.pipelines.geometry import dali_warp_matrix, shift_origin, source_roi
+from posefeed.pipelines.feed_process import IDS, FeedProcess
+from posefeed.pipelines.fields import (FIELDS, Plan, SampleTables, SourceSpec,  # noqa: F401
+                                       feed_fields, sample_params)
 from posefeed.pipelines.images import (JPEG_MAGIC, PNG_MAGIC, READ_THREADS,  # noqa: F401
                                        ImageReader, check_image_bytes, decode_problem)
-from posefeed.pipelines.opencv_ops import hsv_luts
 from posefeed.pipelines.order import epoch_order, num_batches, shard_batches  # noqa: F401
-from posefeed.pipelines.params import (BatchParams, box_kernels, flip_permutation,
-                                       half_body_sets, sample_batch)
+from posefeed.pipelines.params import BatchParams, flip_permutation, half_body_sets
 
 log = logging.getLogger("posefeed.pipelines")
 
-#: every field the feed can compute, by name (the graph reads a subset, `GraphSpec.fields`;
-#: the source computes only those)
-FIELDS = ("images", "roi_anchor", "roi_shape", "warp", "crop_affine", "hue", "saturation",
-          "value", "hsv_lut", "hsv_on", "blur", "blur_kernel", "blur_size", "median",
-          "median_window", "median_kernel", "median_size", "drop_anchor", "drop_shape",
-          "drop_box", "keypoints", "index", "affine", "motion", "motion_kernel",
-          "motion_filter", "noise", "noise_std", "noise_cv")
 OUTPUTS = FIELDS  # the name before the feed was named
+#: where the batches after the current one are prepared: "process" (a worker process,
+#: `posefeed.pipelines.feed_process`), "thread" (a thread of this process) or "off" (on
+#: demand, on the thread DALI calls the source from)
+LOOKAHEADS = ("process", "thread", "off")
+
+
+def lookahead_mode(lookahead: bool | str) -> str:
+    """``lookahead`` as one of `LOOKAHEADS` (``True`` = "thread", ``False`` = "off")."""
+    if lookahead is True:
+        return "thread"
+    if lookahead is False:
+        return "off"
+    if lookahead not in LOOKAHEADS:
+        raise ValueError(f"lookahead must be one of {list(LOOKAHEADS)} (or a bool), got "
+                         f"{lookahead!r}")
+    return lookahead
+
 
 # -- the source ------------------------------------------------------------------------------
-@dataclass
-class SourceSpec:
-    """Everything that determines the sample stream (all plain values)."""
-
-    mode: str
-    input_size: tuple[int, int]
-    batch_size: int
-    schedule: Schedule
-    seed: int
-    shuffle: bool
-    drop_last: bool
-    rank: int
-    world: int
-    on_bad_image: str
-    roi: bool = False     # crop matrices relative to the decoded region (ROI decode)
-
-
 class BatchSource:
     """Deterministic batches for DALI's ``external_source(source=..., batch=True)``.
 
     Samples are table rows (topdown) or frames (frame mode; each a row list padded to the
     table's largest instance count with -1). ``seek(epoch, batch)`` positions the stream;
     each call returns the next batch and raises ``StopIteration`` at the end of the epoch.
+    ``lookahead`` (`LOOKAHEADS`; ``True`` = "thread", ``False`` = "off"): where the batches
+    after the current one are prepared; every mode gives the same numbers.
     """
 
     def __init__(self, table: PoseTable, spec: SourceSpec, reader: ImageReader,
-                 fields: Sequence[str] = FIELDS, lookahead: bool = True,
+                 fields: Sequence[str] = FIELDS, lookahead: bool | str = True,
                  tensor_lists: Sequence[str] = ()):
         if spec.mode not in ("topdown", "frame"):
             raise ValueError(f"mode must be 'topdown' or 'frame', got {spec.mode!r}")
@@ -81,15 +75,17 @@ class BatchSource:
         not_fed = [f for f in tensor_lists if f not in self.fields]
         if not_fed:
             raise ValueError(f"tensor_lists {not_fed} are not among the fields {list(self.fields)}")
-        #: fields handed to DALI as ``TensorListCPU`` built in `prepare` (in the look-ahead
-        #: thread): DALI's feed then takes them as they are, where it converts a NumPy array
-        #: with ~11 us of Python per field on the thread that runs the pipeline
-        #: (``_prep_data_for_feed_input``); the tensor list shares the array's memory
+        #: fields handed to DALI as ``TensorListCPU`` (sharing the arrays' memory; built in
+        #: `prepare`, or once per slot of the worker process): DALI's feed then takes them as
+        #: they are, where it converts a NumPy array with ~11 us of Python per field on the
+        #: thread that runs the pipeline (``_prep_data_for_feed_input``)
         self.tensor_lists = tuple(tensor_lists)
-        #: prepare batch N+1 in a background thread while DALI runs batch N
-        self.lookahead = bool(lookahead)
+        self.lookahead = lookahead
         self._ahead: tuple[tuple[int, int], Future] | None = None
         self._thread: ThreadPoolExecutor | None = None
+        self._worker: FeedProcess | None = None
+        self._slot_feeds: list[dict[str, Any]] = []
+        self._reading: tuple[tuple[int, int], Future] | None = None  # process mode, uncached
         codes = {im: i for i, im in enumerate(table.images)}
         self.row_image = np.array([codes[im] for im in table.frame[("image", "")]], dtype=np.int64)
         if spec.mode == "topdown":
@@ -102,11 +98,20 @@ class BatchSource:
                 self.samples[i, : len(rows)] = rows
         self.sample_image = self.row_image[self.samples[:, 0]] if len(self.samples) else \
             np.zeros(0, dtype=np.int64)
-        self._kp = table.keypoints
-        self._boxes = table.bboxes
-        self._sizes = table.image_sizes
-        self._flip_perm = flip_permutation(table.num_keypoints, table.flip_pairs)
-        self._upper, self._lower = half_body_sets(table.bodyparts)
+        upper, lower = half_body_sets(table.bodyparts)
+        #: the table's individuals in first-seen order (``individual_ids`` index it)
+        self.individuals = list(dict.fromkeys(table.individuals))
+        code = {name: i for i, name in enumerate(self.individuals)}
+        #: the arrays every field is computed from (shared with the worker process)
+        self.tables = SampleTables(
+            samples=self.samples, sample_image=self.sample_image, row_image=self.row_image,
+            keypoints=table.keypoints, boxes=table.bboxes, sizes=table.image_sizes,
+            flip_perm=flip_permutation(table.num_keypoints, table.flip_pairs),
+            upper=upper, lower=lower,
+            area_of_row=np.ascontiguousarray(table.areas, dtype=np.float32),
+            individual_of_row=np.asarray([code[i] for i in table.individuals], dtype=np.int64))
+        self._sizes = self.tables.sizes
+        self._plan = Plan(len(self.samples), spec)
         self._epoch, self._next = 0, 0
         #: batches per epoch (read on every call of the feed; `seek` counts them again)
         self._len = self._count_batches()
@@ -116,9 +121,17 @@ class BatchSource:
         self.replaced: dict[tuple[int, int], list[tuple]] = {}
         #: the exception the last call raised (to tell a source failure from a DALI one)
         self.last_error: BaseException | None = None
-        self._plan: tuple[int, list[np.ndarray]] | None = None
         #: image ids of the batches handed to DALI, newest last (to name files on errors)
         self.recent: list[np.ndarray] = []
+
+    @property
+    def lookahead(self) -> str:
+        """"process", "thread" or "off" (settable; a bool means "thread" / "off")."""
+        return self._lookahead
+
+    @lookahead.setter
+    def lookahead(self, value: bool | str) -> None:
+        self._lookahead = lookahead_mode(value)
 
     # -- plan ---------------------------------------------------------------------------------
     @property
@@ -134,13 +147,7 @@ class BatchSource:
 
     def plan(self, epoch: int) -> list[np.ndarray]:
         """This shard's batches of sample ids for ``epoch``."""
-        cached = self._plan          # read once: the look-ahead thread may replace it
-        if cached is None or cached[0] != epoch:
-            s = self.spec
-            order = epoch_order(self.num_samples, s.seed, epoch, s.shuffle)
-            cached = (epoch, shard_batches(order, s.rank, s.world, s.batch_size, s.drop_last))
-            self._plan = cached
-        return cached[1]
+        return self._plan(epoch)
 
     def seek(self, epoch: int, batch: int = 0) -> None:
         """Position the stream at ``batch`` of ``epoch`` (drops a prepared batch)."""
@@ -207,23 +214,12 @@ class BatchSource:
                ) -> tuple[np.ndarray, BatchParams, list[tuple]]:
         """`batch` and its replacements, without touching shared state (the look-ahead
         thread runs it)."""
-        s = self.spec
         ids = self.plan(epoch)[index]
         replaced: list[tuple] = []
         if check_images:
             ids, replaced = self._replace_bad(ids)
-        rows = self.samples[ids]
-        valid = rows >= 0
-        safe = np.where(valid, rows, 0)
-        kp = self._kp[safe]
-        kp[~valid] = 0.0
-        first = safe[:, 0]
-        rng = np.random.default_rng([int(s.seed), int(epoch), int(index), int(s.rank)])
-        cfg = config_for_epoch(s.schedule, epoch)
-        params = sample_batch(rng, cfg, s.mode, kp, self._boxes[first], self._sizes[first],
-                              s.input_size, self._flip_perm, self._upper, self._lower)
-        params.keypoints[~valid] = 0.0      # padding rows: all zero (v = 0)
-        return np.where(valid, rows, -1), params, replaced
+        rows, params = sample_params(self.tables, self.spec, epoch, index, ids)
+        return rows, params, replaced
 
     def prepare(self, epoch: int, index: int) -> "PreparedBatch":
         """Everything batch ``index`` of ``epoch`` feeds the graph: a pure function of (seed,
@@ -243,7 +239,7 @@ class BatchSource:
             for j, data in zip(changed, self.reader.get_many(image_ids[changed])):
                 images[j] = data
         feed = feed_fields(self.fields, images, rows, p, self._sizes[rows[:, 0]],
-                           self.spec.input_size, self.spec.roi)
+                           self.spec.input_size, self.spec.roi, self.tables)
         for name in self.tensor_lists:
             feed[name] = TensorListCPU(np.ascontiguousarray(feed[name]), "")
         return PreparedBatch(epoch, index, image_ids, replaced, feed)
@@ -254,7 +250,9 @@ class BatchSource:
             raise StopIteration
         key = (self._epoch, self._next)
         try:
-            if self._ahead is not None and self._ahead[0] == key:
+            if self._lookahead == "process":
+                prepared = self._from_worker(*key)
+            elif self._ahead is not None and self._ahead[0] == key:
                 fut, self._ahead = self._ahead[1], None
                 prepared = fut.result()
             else:
@@ -269,25 +267,102 @@ class BatchSource:
         self.last_replaced = prepared.replaced
         self.recent.append(prepared.image_ids)
         del self.recent[:-4]
-        if self.lookahead and self._next < len(self):
-            if self._thread is None:
-                self._thread = ThreadPoolExecutor(1, thread_name_prefix="posefeed-feed")
+        if self._lookahead == "thread" and self._next < len(self):
             nxt = (self._epoch, self._next)
-            self._ahead = (nxt, self._thread.submit(self.prepare, *nxt))
+            self._ahead = (nxt, self._pool().submit(self.prepare, *nxt))
         return prepared.feed
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="posefeed-feed")
+        return self._thread
+
+    # -- the worker process ---------------------------------------------------------------------
+    def worker(self) -> FeedProcess:
+        """The worker process (started on first use, again after it stopped)."""
+        if self._worker is None or self._worker.closed:
+            if self._worker is not None:
+                self._worker.close()
+            fields = [f for f in self.fields if f != "images"]
+            sample = feed_fields(fields, None, *self._sample_batch(), self.spec.input_size,
+                                 self.spec.roi, self.tables)
+            self._worker = FeedProcess(self.tables, self.spec, fields, sample)
+            b = self.spec.batch_size
+            self._slot_feeds = [self._feed_of(views, b) for views in self._worker.views]
+        return self._worker
+
+    def _sample_batch(self) -> tuple:
+        rows, p = sample_params(self.tables, self.spec, 0, 0, self.plan(0)[0])
+        return rows, p, self._sizes[rows[:, 0]]
+
+    def _feed_of(self, views: dict[str, np.ndarray], n: int) -> dict[str, Any]:
+        """The feed of a slot's first ``n`` rows (tensor lists share the slot's memory)."""
+        feed: dict[str, Any] = {}
+        for name in self.fields:
+            if name == "images":
+                continue
+            a = views[name] if n == len(views[name]) else views[name][:n]
+            feed[name] = TensorListCPU(a, "") if name in self.tensor_lists else a
+        return feed
+
+    def _from_worker(self, epoch: int, index: int) -> "PreparedBatch":
+        """Batch ``index`` of ``epoch`` from the worker's slot, with its images: encoded
+        files (no cache) and host-ring gathers (a copy of every frame) are done ahead, while
+        the batch before runs, by the feed's thread (file reads and ``index_select`` release
+        the interpreter lock); a device ring's gather (a kernel launch) and a frame list are
+        taken here. A batch with a bad file is prepared here instead (its replacements
+        depend on the files checked, which only this process knows)."""
+        worker = self.worker()
+        slot, n, views = worker.take(epoch, index)
+        first = self.sample_image[views[IDS][:n]]
+        reader, images = self.reader, None
+        want = "images" in self.fields
+        ring = reader.ring
+        ahead = want and (reader.frames is None or
+                          (ring is not None and ring.slab.device.type == "cpu"))
+        reading, self._reading = self._reading, None
+        if reading is not None:
+            if reading[0] == (epoch, index):
+                images = reading[1].result()
+            else:
+                reading[1].exception()              # wait: it uses the reader
+        if reader.frames is None and want and images is None:
+            images = reader.get_many(first)         # reads and checks the files
+        if reader.bad[first].any() or not reader.checked[first].all():
+            return self.prepare(epoch, index)       # replacements: on this thread (rare)
+        if want and images is None:
+            images = reader.get_many(first)         # cached frames (a ring's gather)
+        feed = dict(self._slot_feeds[slot]) if n == self.spec.batch_size else \
+            self._feed_of(views, n)
+        if want:
+            feed["images"] = images
+        nxt = worker.peek() if ahead and index + 1 < len(self) else None
+        if nxt is not None:                         # the next batch's images, ahead
+            key, m, v = nxt
+            ids = self.sample_image[v[IDS][:m]]
+            if reader.frames is None or not reader.bad[ids].any():   # (a bad one: in prepare)
+                self._reading = (key, self._pool().submit(reader.get_many, ids))
+        return PreparedBatch(epoch, index, first, [], feed)
 
     def cancel(self) -> None:
         """Drop the batch being prepared ahead (waits for it: it reads the reader's state)."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
             ahead[1].exception()     # wait; its result or error is discarded
+        reading, self._reading = self._reading, None
+        if reading is not None:
+            reading[1].exception()
 
     def close(self) -> None:
-        """Stop the look-ahead thread and the reader's threads (both restart on use)."""
+        """Stop the look-ahead thread or process and the reader's threads (all restart on
+        use)."""
         self.cancel()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.shutdown(wait=False)
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.close()
         self.reader.close()
 
 
@@ -302,92 +377,13 @@ class PreparedBatch:
     feed: dict[str, Any] = field(default_factory=dict)
 
 
-def feed_fields(fields: Sequence[str], images: list | None, rows: np.ndarray, p: BatchParams,
-                image_sizes: np.ndarray, input_size: tuple[int, int], roi: bool
-                ) -> dict[str, Any]:
-    """The named feed for one batch: only ``fields`` are computed (see `FIELDS`). With
-    ``roi``, the crop matrices are relative to the decoded region ``roi_anchor``/``roi_shape``
-    (else to the whole frame). Shapes: per-sample parameters ``(B,)`` or ``(B, ...)``;
-    matrices in input pixels (``affine``: input -> image, pixel centres; ``warp``: DALI's
-    output -> input, pixel corners)."""
-    need = set(fields)
-    b = len(rows)
-    f32, i32 = np.float32, np.int32
-    out: dict[str, Any] = {}
-    if "images" in need:
-        out["images"] = images
-    anchor = shape = None
-    if roi or need & {"roi_anchor", "roi_shape"}:
-        anchor, shape = source_roi(p.inverse, input_size, image_sizes)
-    if need & {"warp", "crop_affine"}:
-        inverse = shift_origin(p.inverse, anchor) if roi else p.inverse
-        if "warp" in need:
-            out["warp"] = dali_warp_matrix(inverse)
-        if "crop_affine" in need:
-            out["crop_affine"] = inverse[:, :2, :].astype(f32)
-    if "roi_anchor" in need:
-        out["roi_anchor"] = anchor.astype(f32)
-    if "roi_shape" in need:
-        out["roi_shape"] = shape.astype(f32)
-    if "hue" in need:
-        out["hue"] = (2.0 * p.hue_gain).astype(f32)                 # OpenCV hue units -> degrees
-    if "saturation" in need:
-        out["saturation"] = (1.0 + p.saturation_gain / 128.0).astype(f32)  # additive -> gain
-    if "value" in need:
-        out["value"] = (1.0 + p.value_gain / 128.0).astype(f32)
-    if "hsv_lut" in need:
-        out["hsv_lut"] = hsv_luts(p.hue_gain, p.saturation_gain, p.value_gain)
-    if "hsv_on" in need:
-        out["hsv_on"] = (p.hue_gain != 0) | (p.saturation_gain != 0) | (p.value_gain != 0)
-    if "blur" in need:
-        out["blur"] = p.blur.copy()
-    if "blur_kernel" in need:
-        out["blur_kernel"] = box_kernels(p.blur_size)
-    if "blur_size" in need:
-        out["blur_size"] = np.where(p.blur, p.blur_size, 0).astype(i32)
-    if "median" in need:
-        out["median"] = p.median.copy()
-    if "median_window" in need:
-        out["median_window"] = np.stack([p.median_size, p.median_size], axis=1).astype(i32)
-    if "median_kernel" in need:
-        out["median_kernel"] = box_kernels(p.median_size)
-    if "median_size" in need:
-        out["median_size"] = np.where(p.median, p.median_size, 0).astype(i32)
-    if need & {"drop_anchor", "drop_shape", "drop_box"}:
-        box = np.where(p.dropout[:, None], p.dropout_box, 0)
-        if "drop_anchor" in need:
-            out["drop_anchor"] = box[:, :2].astype(f32)
-        if "drop_shape" in need:
-            out["drop_shape"] = box[:, 2:].astype(f32)
-        if "drop_box" in need:
-            out["drop_box"] = box.astype(i32)
-    if "motion" in need:
-        out["motion"] = p.motion.copy()
-    if "motion_kernel" in need:
-        out["motion_kernel"] = p.motion_kernel
-    if "motion_filter" in need:                       # the OpenCV stage: all zero = off
-        out["motion_filter"] = np.where(p.motion[:, None, None], p.motion_kernel, 0.0).astype(f32)
-    if "noise" in need:
-        out["noise"] = p.noise.copy()
-    if "noise_std" in need:
-        out["noise_std"] = p.noise_std.astype(f32)
-    if "noise_cv" in need:                            # the OpenCV stage: (std, seed), std 0 = off
-        out["noise_cv"] = np.stack([np.where(p.noise, p.noise_std, 0.0),
-                                    p.noise_seed.astype(np.float64)], axis=1)
-    if "keypoints" in need:
-        out["keypoints"] = p.keypoints
-    if "index" in need:
-        out["index"] = rows.astype(np.int64).reshape(b, -1)
-    if "affine" in need:
-        out["affine"] = p.inverse[:, :2, :].astype(f32)
-    return out
-
-
 def dali_feed(images: list, rows: np.ndarray, p: BatchParams, image_sizes: np.ndarray,
               input_size: tuple[int, int], roi: bool) -> tuple:
-    """All of `FIELDS` for one batch, as a tuple in that order."""
-    feed = feed_fields(FIELDS, images, rows, p, image_sizes, input_size, roi)
-    return tuple(feed[f] for f in FIELDS)
+    """All of `FIELDS` but the table-derived ``area`` / ``individual_ids`` for one batch, as
+    a tuple in that order."""
+    fields = [f for f in FIELDS if f not in ("area", "individual_ids")]
+    feed = feed_fields(fields, images, rows, p, image_sizes, input_size, roi)
+    return tuple(feed[f] for f in fields)
 
 
 SourceFn = Callable[[], dict]

@@ -307,13 +307,16 @@ def _step(loader, graph, codecs, cuda, torch, lookahead="auto"):
         reader = ImageReader(table, frames=slab, ring=BatchRing(slab, b, loader.ring_depth))
         assert len(slab) == n
     # the GPU graph's source spec: no ROI decode on the GPU (the CPU loader's spec has it)
+    packed = getattr(spec, "packed", False)    # parameters fed packed in two arrays
     kw = {"tensor_lists": graph_params(spec)} \
-        if "tensor_lists" in inspect.signature(BatchSource).parameters else {}  # (older trees)
+        if "tensor_lists" in inspect.signature(BatchSource).parameters and not packed \
+        else {}                                    # (older trees: no tensor lists)
     if extra is not None:           # the lookahead modes (GPU default: a worker process)
         kw["lookahead"] = "process" if lookahead == "auto" else lookahead
     source = BatchSource(table, dataclasses.replace(loader.spec, roi=spec.roi), reader,
                          fields=graph_fields(spec), **kw)
-    split = SplitSource(source, graph_params(spec))
+    packing = source.pack(graph_params(spec), tensor_lists=True) if packed else None
+    split = SplitSource(source, packing.outputs if packed else graph_params(spec))
     targets = DenseTargets(codecs, loader.names[4:])
     targets._cupy = StubCuPy
     loader.targets = None

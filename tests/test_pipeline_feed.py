@@ -103,7 +103,7 @@ def test_parameters_fed_as_tensor_lists_give_the_same_batches(table):
     graph's operators), the batches equal those fed from NumPy arrays, field for field."""
     def run(tensor_lists):
         loader = make(table, cpu_backend="dali", codecs=[SimCC(input_size=INPUT)])
-        fields = graph_params(loader.graph)
+        fields = loader.packing.outputs                 # the DALI-ops graph: packed inputs
         loader.source.tensor_lists = fields if tensor_lists else ()
         out = batches(loader, 3)
         feed = loader.source.prepare(0, 0)     # what the source hands DALI
@@ -224,3 +224,42 @@ def test_cache_headroom_on_the_cpu_host_cache(table, monkeypatch):
     assert make(table, cache="host", cache_headroom=1000).cache_bytes == need
     with pytest.raises(CacheTooLarge, match="cache_headroom keeps 1001 free"):
         make(table, cache="host", cache_headroom=1001)
+
+
+def test_packed_parameters_give_the_same_batches(table, monkeypatch):
+    """The DALI-ops graph (the GPU graph's operators, here on the CPU) reads its parameters
+    from two packed inputs (`fields.Packing`), sliced back by DALI ops: the batches equal
+    those of the graph fed one input per field; packing round-trips every dtype exactly."""
+    import dataclasses
+
+    import posefeed.pipelines.graph as graph_mod
+    from posefeed.pipelines.fields import PACKED, Packing
+
+    def run(packed):
+        monkeypatch.setattr(graph_mod, "PACK_PARAMS", packed)
+        # motion blur too; no noise: DALI's noise generator is seeded per pipeline
+        schedule = [(0, dataclasses.replace(AugmentConfig.deeplabcut_default(), noise_prob=0.0))]
+        with make(table, cpu_backend="dali", codecs=[SimCC(input_size=INPUT)],
+                  schedule=schedule) as loader:
+            assert loader.graph.packed == packed and loader.graph.motion_noise
+            names = loader.source.fed
+            return batches(loader, 3), names
+
+    (a, packed_names), (b, plain_names) = run(True), run(False)
+    assert set(PACKED) <= set(packed_names) and not set(PACKED) & set(plain_names)
+    assert len(packed_names) < 4 < len(plain_names)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert torch.equal(x[k], y[k]), k
+    rng = np.random.default_rng(0)
+    feed = {"f": rng.normal(size=(5, 2, 3)).astype(np.float32), "b": rng.random(5) < 0.5,
+            "i": rng.integers(-9, 9, (5, 2)).astype(np.int32), "s": rng.normal(size=5).astype(
+                np.float32), "l": rng.integers(-2**40, 2**40, (5, 1)), "d": rng.normal(size=5)}
+    pk = Packing.of(feed, list(feed))
+    packed = pk.pack(feed)
+    assert set(packed) == {"packed_f32", "packed_i64", "d"} and pk.rest == ("d",)
+    assert packed["packed_f32"].shape == (5, 6 + 1 + 1) and packed["packed_i64"].shape == (5, 3)
+    back = pk.unpack(packed)
+    for k, v in feed.items():
+        assert back[k].dtype == v.dtype and np.array_equal(back[k], v), k

@@ -57,7 +57,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from posefeed.pipelines.errors import PipelineError
-from posefeed.pipelines.fields import Plan, SampleTables, SourceSpec, batch_fields
+from posefeed.pipelines.fields import Packing, Plan, SampleTables, SourceSpec, batch_fields
 
 #: batches the child prepares ahead of the one the parent takes
 AHEAD = 2
@@ -178,16 +178,17 @@ class FeedProcess:
     """The parent's side of the worker (see the module docstring).
 
     ``tables``, ``spec``: what the fields are a pure function of (with the epoch and the
-    batch); ``fields``: the fields it computes (no "images"); ``sample``: one computed batch
-    (`batch_fields` of the same fields) that fixes the slot layout."""
+    batch); ``fields``: the fields it computes (no "images"), fed packed with ``packing``;
+    ``sample``: one computed batch (`batch_fields` of the same fields and packing) that fixes
+    the slot layout (its keys are the slot's fields)."""
 
     def __init__(self, tables: SampleTables, spec: SourceSpec, fields: Sequence[str],
-                 sample: dict[str, np.ndarray], ahead: int = AHEAD, hold: int = HOLD,
-                 timeout: float = TIMEOUT):
-        self.spec, self.fields = spec, tuple(fields)
+                 sample: dict[str, np.ndarray], packing: Packing | None = None,
+                 ahead: int = AHEAD, hold: int = HOLD, timeout: float = TIMEOUT):
+        self.spec, self.fields, self.packing = spec, tuple(fields), packing
         self.hold, self.timeout = int(hold), float(timeout)
         self.slots = self.hold + int(ahead)
-        self.layout = slot_layout({f: sample[f] for f in self.fields}, spec.batch_size)
+        self.layout = slot_layout(sample, spec.batch_size)
         self.num_batches = len(Plan(tables.num_samples, spec))
         tlayout = table_layout(tables)
         t_fd, t_buf = _shared(tlayout.nbytes, "posefeed-feed-table")
@@ -218,8 +219,8 @@ class FeedProcess:
         self._msg = bytearray(_TO_PARENT.size)
         self._gen = -1                # the set-up's messages (the child reports -1)
         self._send_raw(pickle.dumps(list(sys.path)), "starting")
-        self._send_raw(pickle.dumps((spec, self.fields, tlayout, self.layout, self.slots)),
-                       "starting")
+        self._send_raw(pickle.dumps((spec, self.fields, packing, tlayout, self.layout,
+                                     self.slots)), "starting")
         kind, pid, _, _, _, _, import_s = self._recv("starting")
         #: seconds from starting the child until it was ready (imports included), and the
         #: child's own import time
@@ -419,7 +420,8 @@ def worker_main(sock: socket.socket, table_fd: int, slots_fd: int) -> None:
         sock.sendall(_TO_PARENT.pack(kind, a, b, c, d, e, f))
 
     try:
-        spec, fields, tlayout, layout, slots = pickle.loads(sock.recv(_MAX_MSG))
+        spec, fields, packing, tlayout, layout, slots = pickle.loads(sock.recv(_MAX_MSG))
+        names = [e[0] for e in layout.entries if e[0] != IDS]
         tbuf = mmap.mmap(table_fd, tlayout.nbytes, prot=mmap.PROT_READ)
         sbuf = mmap.mmap(slots_fd, slots * layout.nbytes)
         os.close(table_fd)
@@ -461,10 +463,10 @@ def worker_main(sock: socket.socket, table_fd: int, slots_fd: int) -> None:
         c0 = time.thread_time()
         try:
             ids = plan(epoch)[index]
-            out = batch_fields(tables, spec, fields, epoch, index, ids)
+            out = batch_fields(tables, spec, fields, epoch, index, ids, packing=packing)
             n, view = len(ids), views[slot]
             view[IDS][:n] = ids
-            for name in fields:
+            for name in names:
                 a, dst = out[name], view[name]
                 if a.shape[1:] != dst.shape[1:] or len(a) != n:
                     raise ValueError(f"field {name!r} of epoch {epoch} batch {index} has shape "

@@ -118,11 +118,14 @@ def sample_params(tables: SampleTables, spec: SourceSpec, epoch: int, index: int
 
 
 def batch_fields(tables: SampleTables, spec: SourceSpec, fields: Sequence[str], epoch: int,
-                 index: int, ids: np.ndarray, images: Any = None) -> dict[str, Any]:
-    """`feed_fields` of the samples ``ids`` as batch ``index`` of ``epoch``."""
+                 index: int, ids: np.ndarray, images: Any = None,
+                 packing: "Packing | None" = None) -> dict[str, Any]:
+    """`feed_fields` of the samples ``ids`` as batch ``index`` of ``epoch`` (packed with
+    ``packing``: `Packing.pack`)."""
     rows, p = sample_params(tables, spec, epoch, index, ids)
-    return feed_fields(fields, images, rows, p, tables.sizes[rows[:, 0]], spec.input_size,
+    feed = feed_fields(fields, images, rows, p, tables.sizes[rows[:, 0]], spec.input_size,
                        spec.roi, tables)
+    return feed if packing is None else packing.pack(feed)
 
 
 def instance_areas(area_of_row: np.ndarray, rows: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -227,3 +230,78 @@ def feed_fields(fields: Sequence[str], images: list | None, rows: np.ndarray, p:
         out["individual_ids"] = np.where(index >= 0,
                                          tables.individual_of_row[np.maximum(index, 0)], -1)
     return out
+
+
+#: the names of the packed parameter inputs (`Packing`)
+PACKED = ("packed_f32", "packed_i64")
+
+
+@dataclass(frozen=True)
+class Packing:
+    """The graph's parameter fields fed as two arrays instead of one input each: DALI's feed
+    costs the thread that runs the pipeline ~5-18 us of Python per fed input
+    (``Pipeline._feed_input``: stream lookup, conversion, ``SetExternalTLInput``), so 14
+    inputs cost ~0.2 ms a batch where 2 cost ~0.03 (measured, docs/benchmarks.md).
+
+    ``floats``: ``(name, start, shape, dtype)`` of each float32 or bool field in the
+    ``(B, width_f)`` float32 array ``packed_f32`` (a bool as 0 / 1, exact);
+    ``ints``: the int32 / int64 fields in the ``(B, width_i)`` int64 ``packed_i64`` (exact);
+    ``shape`` is the per-sample shape, ``start`` the first column. Other dtypes are not
+    packed (``rest``: fed as they are). The graph slices them back (`graph.unpack`)."""
+
+    floats: tuple[tuple[str, int, tuple[int, ...], str], ...]
+    ints: tuple[tuple[str, int, tuple[int, ...], str], ...]
+    rest: tuple[str, ...]
+    width_f: int
+    width_i: int
+
+    @classmethod
+    def of(cls, feed: dict[str, Any], names: Sequence[str]) -> "Packing":
+        """The packing of ``names`` from one computed batch ``feed`` (their shapes and
+        dtypes do not change between batches)."""
+        floats, ints, rest = [], [], []
+        wf = wi = 0
+        for name in names:
+            a = np.asarray(feed[name])
+            per, size = tuple(int(s) for s in a.shape[1:]), int(np.prod(a.shape[1:], dtype=np.int64))
+            if a.dtype in (np.float32, np.bool_):
+                floats.append((name, wf, per, a.dtype.str))
+                wf += size
+            elif a.dtype in (np.int32, np.int64):
+                ints.append((name, wi, per, a.dtype.str))
+                wi += size
+            else:
+                rest.append(name)
+        return cls(tuple(floats), tuple(ints), tuple(rest), wf, wi)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The fed fields: `PACKED` (those with columns), then `rest`."""
+        return tuple(n for n, w in zip(PACKED, (self.width_f, self.width_i)) if w) + self.rest
+
+    def pack(self, feed: dict[str, Any]) -> dict[str, Any]:
+        """``feed`` with the packed fields replaced by `PACKED` (other keys kept)."""
+        out = {k: v for k, v in feed.items()
+               if k not in {e[0] for e in self.floats + self.ints}}
+        b = len(feed[(self.floats + self.ints)[0][0]]) if self.floats + self.ints else 0
+        for key, entries, width, dtype in (("packed_f32", self.floats, self.width_f, np.float32),
+                                           ("packed_i64", self.ints, self.width_i, np.int64)):
+            if not width:
+                continue
+            packed = np.empty((b, width), dtype=dtype)
+            for name, start, shape, _ in entries:
+                size = int(np.prod(shape, dtype=np.int64))
+                packed[:, start:start + size] = np.asarray(feed[name]).reshape(b, size)
+            out[key] = packed
+        return out
+
+    def unpack(self, feed: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The fields back from a packed ``feed`` (NumPy; the graph does the same with DALI
+        ops)."""
+        out = {n: feed[n] for n in self.rest if n in feed}
+        for key, entries in (("packed_f32", self.floats), ("packed_i64", self.ints)):
+            for name, start, shape, dt in entries:
+                size = int(np.prod(shape, dtype=np.int64))
+                a = np.asarray(feed[key])[:, start:start + size]
+                out[name] = a.reshape((len(a),) + shape).astype(np.dtype(dt))
+        return out

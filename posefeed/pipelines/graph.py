@@ -25,6 +25,7 @@ import nvidia.dali.types as types
 from nvidia.dali import pipeline_def
 from nvidia.dali.pipeline import do_not_convert
 
+from posefeed.pipelines.fields import Packing
 from posefeed.pipelines.opencv_ops import OpenCVCrop
 from posefeed.pipelines.source import SourceFn
 from posefeed.targets.base import Codec
@@ -35,6 +36,10 @@ from posefeed.constants import IMAGENET_MEAN as MEAN, IMAGENET_STD as STD
 
 #: DALI's prefetch queue depth (iterations in flight ahead of the consumer)
 PREFETCH = 2
+
+#: feed the DALI-ops graph's parameters packed in two arrays (`GraphSpec.packed`): ~18 us of
+#: DALI's Python per fed input on the thread that runs the pipeline (docs/benchmarks.md)
+PACK_PARAMS = True
 
 #: on the CPU, run the codecs after the graph (`DenseTargets`) by default (measured in
 #: docs/benchmarks.md, "dense targets on the CPU")
@@ -72,6 +77,9 @@ class GraphSpec:
     #: `EXTRA_OUTPUTS`: ``area`` when the table has areas, ``individual_ids`` in frame mode;
     #: computed with the parameters, so the loader runs no torch ops for them)
     extra_outputs: tuple[str, ...] = ()
+    #: the parameter fields go to DALI packed in two arrays (`fields.Packing`) and are sliced
+    #: back in the graph: the DALI-ops graph (GPU, and ``cpu_backend="dali"``), `PACK_PARAMS`
+    packed: bool = False
 
     @classmethod
     def choose(cls, device: str, input_size: tuple[int, int], image_dtype: str = "float32",
@@ -99,7 +107,8 @@ class GraphSpec:
                    dense_targets=device == "gpu" or (CPU_DENSE_TARGETS if dense_targets is None
                                                      else bool(dense_targets)),
                    motion_noise=bool(motion_noise),
-                   extra_outputs=tuple(f for f in EXTRA_OUTPUTS if f in extra_outputs))
+                   extra_outputs=tuple(f for f in EXTRA_OUTPUTS if f in extra_outputs),
+                   packed=PACK_PARAMS and not opencv)
 
     @property
     def opencv(self) -> bool:
@@ -215,6 +224,25 @@ def output_names(codecs: Sequence[Codec]) -> list[str]:
     return [o if seen[o] == 1 else f"{c.name}/{o}" for c in codecs for o in c.output_names]
 
 
+def unpack(packing: Packing, fed: dict) -> dict:
+    """The parameter fields from the packed inputs (`Packing`) as DALI nodes: per-sample
+    slices of ``packed_f32`` / ``packed_i64`` (``x[i]`` for a scalar, ``x[a:b]`` reshaped
+    to the field's shape), bools as ``!= 0``, int32 fields cast back; other fields as fed."""
+    p = {n: fed[n] for n in packing.rest}
+    for key, entries in (("packed_f32", packing.floats), ("packed_i64", packing.ints)):
+        for name, start, shape, dt in entries:
+            size = int(np.prod(shape, dtype=np.int64))
+            x = fed[key][start] if shape == () else fed[key][start:start + size]
+            if len(shape) > 1:
+                x = fn.reshape(x, shape=list(shape))
+            if np.dtype(dt) == np.bool_:
+                x = x != 0
+            elif np.dtype(dt) == np.int32:
+                x = fn.cast(x, dtype=types.INT32)
+            p[name] = x
+    return p
+
+
 # -- stages: each takes DALI nodes and the feed's parameters ``p`` and returns nodes ---------
 def decode(spec: GraphSpec, images, p):
     """Encoded bytes -> RGB HWC frames ("mixed" = nvJPEG on the GPU; PNG decodes on CPU
@@ -299,15 +327,18 @@ def targets(spec: GraphSpec, keypoints, codecs: Sequence[Codec], encoders) -> li
 
 def build_pipeline(spec: GraphSpec, source: SourceFn, codecs: Sequence[Codec], batch_size: int,
                    num_threads: int, device_id: int | None, prefetch: int = PREFETCH,
-                   frames_stream=None):
+                   frames_stream=None, packing: Packing | None = None):
     """Build the (not yet started) DALI pipeline. Outputs, in order: image, keypoints, index,
     affine, ``spec.extra_outputs``, then, when ``codecs`` are given (encoded inside the
     graph), each codec's outputs
     (see `output_names`). ``source`` returns the named feed with `graph_fields` ``(spec)``.
     ``frames_stream``: the CUDA stream device frames are gathered on (DALI orders its reads
-    after it)."""
+    after it). ``packing``: the source feeds the parameters packed (`Packing`; with
+    ``spec.packed``), sliced back here."""
     gpu = spec.device == "gpu"
-    fields = graph_params(spec)
+    if spec.packed and packing is None:
+        raise ValueError("this graph reads packed parameters: pass the source's packing")
+    fields = packing.outputs if spec.packed else graph_params(spec)
     # crop ahead: the pool works beside DALI's threads and the main thread, and its threads
     # wait for the GIL between OpenCV calls; one more thread than num_threads keeps the
     # cores busy (measured: +7 % samples/s on 2 cores; docs/benchmarks.md)
@@ -338,8 +369,10 @@ def build_pipeline(spec: GraphSpec, source: SourceFn, codecs: Sequence[Codec], b
                                     device="gpu" if spec.frames == "device" else "cpu",
                                     no_copy=spec.frames is not None and not spec.crop_ahead,
                                     cuda_stream=frames_stream)
-        p = dict(zip(fields, fn.external_source(source=read_params, num_outputs=len(fields),
-                                                batch=True)))
+        fed = fn.external_source(source=read_params, num_outputs=len(fields), batch=True)
+        p = dict(zip(fields, fed if isinstance(fed, (list, tuple)) else [fed]))
+        if spec.packed:
+            p = unpack(packing, p)
         frames = decode(spec, images, p)
         crop = crop_opencv(spec, frames, p, crop_fn) if spec.opencv else \
             crop_dali_ops(spec, frames, p)

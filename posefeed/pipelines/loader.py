@@ -226,7 +226,10 @@ class PoseLoader:
             if lookahead == "auto" else lookahead
         self.source = BatchSource(table, self.spec, reader, fields=graph_fields(self.graph),
                                   tensor_lists=graph_params(self.graph) if device == "gpu"
-                                  else (), lookahead=self.lookahead)
+                                  and not self.graph.packed else (), lookahead=self.lookahead)
+        #: the DALI-ops graph's parameters fed packed in two arrays (`fields.Packing`)
+        self.packing = self.source.pack(graph_params(self.graph), tensor_lists=device == "gpu") \
+            if self.graph.packed else None
         check_batches(len(self.source), num_samples=self.source.num_samples,
                       batch_size=self.batch_size, drop_last=bool(drop_last), world=int(world),
                       mode=mode)
@@ -397,7 +400,8 @@ class PoseLoader:
         pipe = build_pipeline(self.graph, self.source,
                               self.codecs if self.targets is None else (), self.batch_size,
                               self.num_threads, self.device_id,
-                              frames_stream=ring.stream if ring is not None else None)
+                              frames_stream=ring.stream if ring is not None else None,
+                              packing=self.packing)
         pipe.build()
         self._pipe = pipe
         self._zero_copy = bool(getattr(pipe, "exec_dynamic", False))

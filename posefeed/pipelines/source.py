@@ -20,8 +20,8 @@ from posefeed.datasets.table import PoseTable
 # re-exported: these names were importable from here before the split
 from posefeed.pipelines.errors import BadImageError, PipelineError, rows_text  # noqa: F401
 from posefeed.pipelines.feed_process import IDS, FeedProcess
-from posefeed.pipelines.fields import (FIELDS, Plan, SampleTables, SourceSpec,  # noqa: F401
-                                       feed_fields, sample_params)
+from posefeed.pipelines.fields import (FIELDS, Packing, Plan, SampleTables,  # noqa: F401
+                                       SourceSpec, feed_fields, sample_params)
 from posefeed.pipelines.images import (JPEG_MAGIC, PNG_MAGIC, READ_THREADS,  # noqa: F401
                                        ImageReader, check_image_bytes, decode_problem)
 from posefeed.pipelines.order import epoch_order, num_batches, shard_batches  # noqa: F401
@@ -72,14 +72,14 @@ class BatchSource:
         self.table, self.spec, self.reader = table, spec, reader
         #: the fields each call computes (the graph's `GraphSpec.fields`)
         self.fields = tuple(fields)
-        not_fed = [f for f in tensor_lists if f not in self.fields]
-        if not_fed:
-            raise ValueError(f"tensor_lists {not_fed} are not among the fields {list(self.fields)}")
+        #: the parameter fields packed into two arrays (`Packing`; set by `pack`), or None
+        self.packing: Packing | None = None
         #: fields handed to DALI as ``TensorListCPU`` (sharing the arrays' memory; built in
         #: `prepare`, or once per slot of the worker process): DALI's feed then takes them as
         #: they are, where it converts a NumPy array with ~11 us of Python per field on the
         #: thread that runs the pipeline (``_prep_data_for_feed_input``)
         self.tensor_lists = tuple(tensor_lists)
+        self._check_tensor_lists()
         self.lookahead = lookahead
         self._ahead: tuple[tuple[int, int], Future] | None = None
         self._thread: ThreadPoolExecutor | None = None
@@ -123,6 +123,37 @@ class BatchSource:
         self.last_error: BaseException | None = None
         #: image ids of the batches handed to DALI, newest last (to name files on errors)
         self.recent: list[np.ndarray] = []
+
+    @property
+    def fed(self) -> tuple[str, ...]:
+        """The names in each batch's feed: `fields`, with the packed ones replaced by the
+        packing's outputs."""
+        if self.packing is None:
+            return self.fields
+        packed = {e[0] for e in self.packing.floats + self.packing.ints}
+        return tuple(f for f in self.fields if f not in packed) + \
+            tuple(n for n in self.packing.outputs if n not in self.fields)
+
+    def _check_tensor_lists(self) -> None:
+        not_fed = [f for f in self.tensor_lists if f not in self.fed]
+        if not_fed:
+            raise ValueError(f"tensor_lists {not_fed} are not among the fields {list(self.fed)}")
+
+    def pack(self, names: Sequence[str], tensor_lists: bool = False) -> Packing:
+        """Feed ``names`` (of `fields`) packed in two arrays (`Packing`, laid out from one
+        sampled batch), as tensor lists with ``tensor_lists``; returns the packing."""
+        self.cancel()
+        if self._worker is not None:         # its slots hold the unpacked fields
+            self._worker.close()
+            self._worker = None
+        rows, p, sizes = self._sample_batch()
+        feed = feed_fields(names, None, rows, p, sizes, self.spec.input_size, self.spec.roi,
+                           self.tables)
+        self.packing = Packing.of(feed, names)
+        if tensor_lists:
+            self.tensor_lists = self.packing.outputs
+        self._check_tensor_lists()
+        return self.packing
 
     @property
     def lookahead(self) -> str:
@@ -240,6 +271,8 @@ class BatchSource:
                 images[j] = data
         feed = feed_fields(self.fields, images, rows, p, self._sizes[rows[:, 0]],
                            self.spec.input_size, self.spec.roi, self.tables)
+        if self.packing is not None:
+            feed = self.packing.pack(feed)
         for name in self.tensor_lists:
             feed[name] = TensorListCPU(np.ascontiguousarray(feed[name]), "")
         return PreparedBatch(epoch, index, image_ids, replaced, feed)
@@ -286,7 +319,9 @@ class BatchSource:
             fields = [f for f in self.fields if f != "images"]
             sample = feed_fields(fields, None, *self._sample_batch(), self.spec.input_size,
                                  self.spec.roi, self.tables)
-            self._worker = FeedProcess(self.tables, self.spec, fields, sample)
+            if self.packing is not None:
+                sample = self.packing.pack(sample)
+            self._worker = FeedProcess(self.tables, self.spec, fields, sample, self.packing)
             b = self.spec.batch_size
             self._slot_feeds = [self._feed_of(views, b) for views in self._worker.views]
         return self._worker
@@ -298,7 +333,7 @@ class BatchSource:
     def _feed_of(self, views: dict[str, np.ndarray], n: int) -> dict[str, Any]:
         """The feed of a slot's first ``n`` rows (tensor lists share the slot's memory)."""
         feed: dict[str, Any] = {}
-        for name in self.fields:
+        for name in self.fed:
             if name == "images":
                 continue
             a = views[name] if n == len(views[name]) else views[name][:n]

@@ -63,24 +63,32 @@ def run_variant(config: str, variant: str, steps: int, warmup: int,
         loader, dropped = loaders.train, loaders.dropped
         gen = TARGET_GENERATORS.build({**gen_cfg, "type": "PosefeedHeatmapGaussianGenerator"})
     times, n = [], 0
+    outputs: dict = {}   # stand-ins for the model's outputs (the generators read their shapes)
     t_prev = None
     while n < steps + warmup:
         for batch in loader:
             b, _, h, w = batch["image"].shape
-            c = gen_cfg["num_heatmaps"]
-            outputs = {"heatmap": torch.zeros(b, c, -(-h // stride), -(-w // stride)),
-                       "locref": torch.zeros(b, 2 * c, -(-h // stride), -(-w // stride))}
-            targets = gen(stride, outputs, batch["annotations"])
+            if tuple(batch["image"].shape) not in outputs:    # the model's outputs' shapes
+                c = gen_cfg["num_heatmaps"]
+                outputs[tuple(batch["image"].shape)] = {
+                    "heatmap": torch.zeros(b, c, -(-h // stride), -(-w // stride)),
+                    "locref": torch.zeros(b, 2 * c, -(-h // stride), -(-w // stride))}
+            targets = gen(stride, outputs[tuple(batch["image"].shape)], batch["annotations"])
             del targets
             t = time.perf_counter()
             if t_prev is not None and n >= warmup:
                 times.append(t - t_prev)
+            elif n == warmup - 1 or (n == 0 and warmup == 0):
+                cpu0 = time.process_time()
             t_prev = t
             n += 1
             if n >= steps + warmup:
                 break
+    cpu = time.process_time() - cpu0
     times.sort()
     return {"variant": variant, "batch": bs, "steps": len(times),
+            # this process's CPU time (all its threads; not the DataLoader's worker processes)
+            "process_cpu_ms": 1e3 * cpu / len(times),
             "torch_threads": torch.get_num_threads(),
             "median_ms": 1e3 * times[len(times) // 2], "mean_ms": 1e3 * sum(times) / len(times),
             "left_out": dropped}
@@ -94,6 +102,9 @@ def main() -> None:
     ap.add_argument("--torch-threads", type=int, default=0,
                     help="torch.set_num_threads in the main process of every variant (0: torch's "
                          "default, one per core)")
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help=f"comma-separated, of {', '.join(VARIANTS)} (the ratios need the "
+                         "first two)")
     ap.add_argument("--variant", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.variant:
@@ -102,17 +113,17 @@ def main() -> None:
         return
     rows = []
     load = os.getloadavg()
-    for v in VARIANTS:
+    for v in args.variants.split(","):
         out = subprocess.run([sys.executable, __file__, args.config, "--steps", str(args.steps),
                               "--warmup", str(args.warmup), "--variant", v,
                               "--torch-threads", str(args.torch_threads)],
                              capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
-    base = rows[0]["median_ms"]
     print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load before "
           f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}, after {'/'.join(f'{v:.2f}' for v in os.getloadavg())}")
-    w2 = rows[1]["median_ms"]
+    by = {r["variant"]: r["median_ms"] for r in rows}
+    base, w2 = by.get("dlc-w0", float("nan")), by.get("dlc-w2", float("nan"))
     print("| data layer | ms / step (median) | x DeepLabCut (workers 0) | x DeepLabCut (2 workers) |"
           "\n|---|---:|---:|---:|")
     for r in rows:

@@ -111,6 +111,26 @@ def test_gauss_noise_strength_as_albumentations():
     assert abs(v_ref.mean() - v_got.mean()) < 5.0
 
 
+@pytest.mark.parametrize("s,x", [(3.0, 128), (12.75, 128), (12.75, 6), (12.75, 249)])
+def test_gauss_noise_pixels_as_albumentations_at_a_fixed_std(s, x):
+    """albumentations' ``GaussNoise`` with one variance against posefeed's integer draw on a
+    flat image (clipping at 0 and 255 included for x = 6 and 249): the same distribution of
+    output values (a two-sample chi-square bound over the values seen >= 20 times)."""
+    import albumentations as A
+
+    np.random.seed(1)
+    flat = np.full((200, 200, 3), x, np.uint8)
+    gn = A.GaussNoise(var_limit=(s * s, s * s), mean=0, per_channel=True, p=1.0)
+    ref = gn(image=flat)["image"].ravel()
+    got = gauss_noise(flat, s, 77).ravel()
+    a, b = np.bincount(ref, minlength=256), np.bincount(got, minlength=256)
+    keep = (a + b) >= 40
+    chi2 = (((a - b) ** 2) / (a + b))[keep].sum()        # equal sample sizes
+    dof = keep.sum() - 1
+    assert chi2 < dof + 6 * np.sqrt(2 * dof), (chi2, dof)
+    assert abs(ref.astype(float).mean() - got.astype(float).mean()) < 6 * s / np.sqrt(ref.size)
+
+
 @pytest.mark.parametrize("method,max_shift", [("keypoints", 0.0), ("density", 0.0),
                                               ("hybrid", 0.1), ("uniform", 0.1)])
 def test_crop_window_starts_as_keypoint_aware_crop(method, max_shift):

@@ -6,9 +6,9 @@ Per sample, in a thread pool (OpenCV releases the GIL): ``warpAffine`` (bilinear
 border) -> YOLOX HSV (``cvtColor`` to HSV, per-channel LUT, back; exact, not the multiplicative
 approximation the DALI ``hsv`` path uses) -> ``blur`` (box) -> ``medianBlur`` -> motion blur
 (``filter2D`` with the sampled line kernel, albumentations ``MotionBlur``) -> one dropout hole
-filled with 0 -> Gaussian noise (albumentations ``GaussNoise``: ``cv2.randn`` seeded per
-sample from the batch's parameters, so a batch is reproducible; added in float32, clipped to
-0..255 and truncated to uint8 as albumentations does). The same parameters drive the DALI-op
+filled with 0 -> Gaussian noise (albumentations ``GaussNoise``: `pixel_noise.gauss_noise`,
+``clip(x + floor(n), 0, 255)`` drawn in integers from the exact distribution of ``floor(n)``,
+seeded per sample from the batch's parameters, so a batch is reproducible on any thread). The same parameters drive the DALI-op
 path (GPU, or ``cpu_backend="dali"``).
 
 Crop ahead: DALI runs CPU operators one after another, so a batch stage that does the OpenCV
@@ -24,6 +24,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import count
 
 import numpy as np
+
+from posefeed.pipelines.pixel_noise import gauss_noise
 
 
 def hsv_luts(hue_gain: np.ndarray, saturation_gain: np.ndarray,
@@ -146,19 +148,3 @@ class OpenCVCrop:
         if self._closed:
             return list(map(self.one, *args))
         return list(self._get_pool().map(self.one, *args))
-
-
-def gauss_noise(image: np.ndarray, std: float, seed: int) -> np.ndarray:
-    """albumentations ``GaussNoise(per_channel=True)`` with a given ``std`` (uint8 units):
-    ``trunc(clip(image + N(0, std), 0, 255))`` per pixel and channel, the noise from
-    ``cv2.randn`` after ``cv2.setRNGSeed(seed)`` (OpenCV's generator is per thread: the same
-    seed gives the same noise on any thread)."""
-    import cv2  # noqa: PLC0415 - OpenCV only where it runs (posefeed.pipelines imports without it)
-
-    cv2.setRNGSeed(int(seed))
-    noise = np.empty(image.shape, dtype=np.float32)
-    # one channel (a scalar std would only reach the first channel of a 3-channel Mat)
-    cv2.randn(noise.reshape(-1, 1), 0.0, float(std))
-    noise += image
-    np.clip(noise, 0.0, 255.0, out=noise)
-    return noise.astype(np.uint8)

@@ -104,3 +104,59 @@ def test_close_drops_pending_batches():
         stage.collect([np.array([t])] * 4)
     with pytest.raises(RuntimeError, match="closed"):
         stage.submit(*batch_args(4, seed=3))
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_whole_pixel_windows_are_what_warp_affine_gives(channels):
+    """A matrix [[1, 0, dx], [0, 1, dy]] with whole-pixel dx, dy is copied, not warped: the
+    same bytes as cv2.warpAffine (bilinear, black border), inside, across and outside the
+    frame, and the cached frame is never handed out (the dropout hole writes into the crop)."""
+    from posefeed.pipelines.opencv_ops import integer_shift
+
+    rng = np.random.default_rng(4)
+    frame = rng.integers(0, 256, (90, 120, channels), dtype=np.uint8)
+    keep = frame.copy()
+    shifts = [(0, 0), (10, 7), (72, 42), (-5, 3), (100, 80), (-48, -64), (500, 0), (0, 26)]
+    n = len(shifts)
+    affines = [np.array([[1, 0, dx], [0, 1, dy]], np.float32) for dx, dy in shifts]
+    assert [integer_shift(a) for a in affines] == shifts
+    assert integer_shift(np.array([[1, 0, 3.5], [0, 1, 2]])) is None
+    assert integer_shift(np.array([[1, 1e-3, 3], [0, 1, 2]])) is None
+    off = (np.zeros(n, bool), np.zeros(n, np.int32), np.zeros(n, np.int32))
+    holes = np.tile(np.array([[0, 0, 5, 5]], np.int32), (n, 1))
+    luts = list(hsv_luts(np.zeros(n), np.zeros(n), np.zeros(n)))
+    stage = OpenCVCrop(SIZE, threads=1)
+    try:
+        got = stage([frame] * n, affines, luts, *off, np.zeros((n, 4), np.int32))
+        holed = stage([frame] * n, affines, luts, *off, holes)
+    finally:
+        stage.close()
+    rgb = frame[..., :3]
+    for m, g, h in zip(affines, got, holed):
+        want = cv2.warpAffine(rgb, m.astype(np.float64), SIZE,
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        assert g.shape == (SIZE[1], SIZE[0], 3)
+        np.testing.assert_array_equal(g, want)
+        want[:5, :5] = 0
+        np.testing.assert_array_equal(h, want)
+    np.testing.assert_array_equal(frame, keep)
+
+
+def test_whole_pixel_window_of_png_bytes_is_rgb():
+    """Encoded frames are decoded to BGR by OpenCV: the copied window comes out RGB."""
+    rng = np.random.default_rng(5)
+    frame = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    png = np.frombuffer(cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))[1], np.uint8)
+    m = np.array([[1, 0, 2], [0, 1, -3]], np.float32)
+    stage = OpenCVCrop((48, 40), threads=1)
+    try:
+        got = stage([png], [m], list(hsv_luts(np.zeros(1), np.zeros(1), np.zeros(1))),
+                    np.zeros(1, bool), np.zeros(1, np.int32), np.zeros(1, np.int32),
+                    np.zeros((1, 4), np.int32))[0]
+    finally:
+        stage.close()
+    want = cv2.warpAffine(frame, m.astype(np.float64), (48, 40),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    np.testing.assert_array_equal(got, want)

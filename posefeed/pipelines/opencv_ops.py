@@ -119,16 +119,22 @@ class OpenCVCrop:
             frame = cv2.imdecode(frame, cv2.IMREAD_COLOR)
             if frame is None:
                 raise ValueError("OpenCV could not decode an image")
-        if frame.shape[2] == 3:  # 4-channel warp: 2x faster than 3-channel, same values
-            frame = cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA if bgr else cv2.COLOR_RGB2RGBA)
-        out = cv2.warpAffine(np.ascontiguousarray(frame), np.asarray(affine, dtype=np.float64),
-                             self.size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        affine = np.asarray(affine, dtype=np.float64)
+        shift = integer_shift(affine)
+        if shift is not None:    # a whole-pixel window: the warp is a copy (~10x less CPU)
+            out = shifted_window(frame, shift, self.size)
+        else:
+            if frame.shape[2] == 3:  # 4-channel warp: 2x faster than 3-channel, same values
+                frame = cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA if bgr else cv2.COLOR_RGB2RGBA)
+            out = cv2.warpAffine(np.ascontiguousarray(frame), affine, self.size,
+                                 flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
         if bool(hsv_on):  # (RGBA input: cvtColor ignores the alpha channel)
             hsv = cv2.LUT(cv2.cvtColor(out, cv2.COLOR_BGR2HSV if bgr else cv2.COLOR_RGB2HSV), lut)
             out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-        else:
-            out = cv2.cvtColor(out, cv2.COLOR_BGRA2RGB if bgr else cv2.COLOR_RGBA2RGB)
+        elif out.shape[2] == 4 or bgr:
+            out = cv2.cvtColor(out, (cv2.COLOR_BGRA2RGB if bgr else cv2.COLOR_RGBA2RGB)
+                               if out.shape[2] == 4 else cv2.COLOR_BGR2RGB)
         b, m = int(blur), int(median)
         if b > 1:
             out = cv2.blur(out, (b, b))
@@ -148,3 +154,36 @@ class OpenCVCrop:
         if self._closed:
             return list(map(self.one, *args))
         return list(self._get_pool().map(self.one, *args))
+
+
+#: how far from whole pixels (and from the identity) an affine may be and still be a copy:
+#: OpenCV's bilinear warp rounds source positions to 1/32 pixel (INTER_BITS = 5), so below
+#: 1/64 it reads the whole pixel; 1e-6 keeps well inside that
+SHIFT_TOL = 1e-6
+
+
+def integer_shift(affine: np.ndarray) -> tuple[int, int] | None:
+    """``(dx, dy)`` when the ``(2, 3)`` output -> frame matrix is ``[[1, 0, dx], [0, 1, dy]]``
+    with whole-pixel ``dx, dy`` (within `SHIFT_TOL`), else None."""
+    a = np.asarray(affine, dtype=np.float64)
+    d = np.rint(a[:, 2])
+    if (np.abs(a[:, :2] - np.eye(2)).max() > SHIFT_TOL
+            or np.abs(a[:, 2] - d).max() > SHIFT_TOL):
+        return None
+    return int(d[0]), int(d[1])
+
+
+def shifted_window(frame: np.ndarray, shift: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """What the bilinear ``warpAffine`` with a constant black border gives for the matrix
+    ``[[1, 0, dx], [0, 1, dy]]``: output pixel ``(x, y)`` = frame pixel ``(x + dx, y + dy)``,
+    0 outside the frame; ``(h, w, c)`` uint8 (``size`` = (w, h)), ``c`` the frame's channels."""
+    (dx, dy), (w, h) = shift, size
+    fh, fw = frame.shape[:2]
+    x0, x1 = max(0, -dx), min(w, fw - dx)
+    y0, y1 = max(0, -dy), min(h, fh - dy)
+    if x0 == 0 and y0 == 0 and x1 == w and y1 == h:
+        return frame[dy:dy + h, dx:dx + w].copy()  # (never a view of a cached frame)
+    out = np.zeros((h, w, frame.shape[2]), dtype=frame.dtype)
+    if x1 > x0 and y1 > y0:
+        out[y0:y1, x0:x1] = frame[y0 + dy:y1 + dy, x0 + dx:x1 + dx]
+    return out

@@ -72,16 +72,18 @@ class PAFTargets:
     """DeepLabCut's ``PartAffinityFieldGenerator(graph, width)``: ``labels[key] (B, N, K, 3)``
     in input pixels -> ``{"paf": {"target": (B, 2L, H, W)}}`` on ``outputs["paf"]``'s device,
     the map size taken from ``outputs["heatmap"]`` (as DeepLabCut does). ``reuse_buffers``,
-    ``max_kept``: see the module docstring."""
+    ``max_kept``: see the module docstring; ``kernel``: the codec's (``"auto"``: the compiled
+    CPU kernel when numba imports)."""
 
     def __init__(self, graph: Sequence[Sequence[int]], width: float, label_keypoint_key: str = "keypoints",
-                 reuse_buffers: bool = True, max_kept: int = 2):
+                 reuse_buffers: bool = True, max_kept: int = 2, kernel: str = "auto"):
         self.graph = [tuple(int(i) for i in e) for e in graph]
         self.width = float(width)
         self.num_limbs = len(self.graph)
         self.label_keypoint_key = label_keypoint_key
         self._codecs = _Codecs(lambda s, size: PartAffinityField(self.graph, stride=s, heatmap_size=size,
-                                                                 width=self.width), reuse_buffers, max_kept)
+                                                                 width=self.width, kernel=kernel),
+                               reuse_buffers, max_kept)
 
     def codec(self, stride: float, size: tuple[int, int]) -> PartAffinityField:
         return self._codecs.get(stride, size)[0]  # type: ignore[return-value]
@@ -101,10 +103,11 @@ class DEKRTargets:
     ``labels[key] (B, N, K+1, 3)`` (the centre last, as DeepLabCut's dataset appends it) and
     ``labels["area"] (B, N)`` -> ``{"heatmap": {"target", "weights"}, "offset": {"target",
     "weights"}}`` on the outputs' devices. ``reuse_buffers``, ``max_kept``: see the module
-    docstring."""
+    docstring; ``kernel``: the codec's (as ``PAFTargets``)."""
 
     def __init__(self, num_joints: int, pos_dist_thresh: float, bg_weight: float = 0.1,
-                 label_keypoint_key: str = "keypoints", reuse_buffers: bool = True, max_kept: int = 2):
+                 label_keypoint_key: str = "keypoints", reuse_buffers: bool = True, max_kept: int = 2,
+                 kernel: str = "auto"):
         self.num_joints = int(num_joints)
         self.num_heatmaps = self.num_joints + 1
         self.pos_dist_thresh = pos_dist_thresh
@@ -112,7 +115,8 @@ class DEKRTargets:
         self.label_keypoint_key = label_keypoint_key
         self._codecs = _Codecs(lambda s, size: DEKR(self.num_joints, stride=s, heatmap_size=size,
                                                     pos_dist_thresh=self.pos_dist_thresh,
-                                                    bg_weight=self.bg_weight, centers_given=True),
+                                                    bg_weight=self.bg_weight, centers_given=True,
+                                                    kernel=kernel),
                                reuse_buffers, max_kept)
 
     def codec(self, stride: float, size: tuple[int, int]) -> DEKR:

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from posefeed.targets._common import Array, as_keypoints, clean_keypoints, size_pair
+from posefeed.targets._numba import use_kernel as _use_cpu_kernel
 from posefeed.targets._rows import fill_runs
 from posefeed.targets.base import Codec
 
@@ -108,6 +109,14 @@ class DEKR(Codec):
     maps whose base value changed. The array code runs on CuPy too (``use_kernel=False``; no
     ``ufunc.accumulate`` but ``add``'s, which CuPy lacks).
 
+    Compiled CPU kernel (``kernel="auto"`` when numba imports; ``posefeed.targets.
+    kernels_multi_cpu.dekr_encode``): on NumPy input one call per batch runs DLC's loop
+    itself (instance by instance, keypoint by keypoint; the visiting rule as written, with
+    one area per cell) over only each window and square, the cleaning, centres and default
+    areas included; window values are the same separable product (they differ from the
+    array version's only by the ``exp`` implementations, numba's libm ``expf`` and NumPy's
+    SIMD one: <= 2 float32 ulp); kept buffers clear the previous call's windows and squares.
+
     Args:
         num_joints: ``K``, keypoints per instance (without the centre).
         stride: input pixels per output cell.
@@ -118,6 +127,8 @@ class DEKR(Codec):
             DeepLabCut's generator receives them); else it is computed.
         use_kernel: on CuPy input use the fused CUDA kernel
             (``posefeed.targets.kernels_multi``; ``False``: the vectorised CuPy path).
+        kernel: on NumPy input, ``"auto"`` (the compiled kernel when numba imports),
+            ``"numba"`` (required) or ``"numpy"`` (the vectorised array version).
     """
 
     name = "dekr"
@@ -125,7 +136,7 @@ class DEKR(Codec):
 
     def __init__(self, num_joints: int, stride: float, heatmap_size: tuple[int, int],
                  pos_dist_thresh: float = 17, bg_weight: float = 0.1, centers_given: bool = False,
-                 use_kernel: bool = True) -> None:
+                 use_kernel: bool = True, kernel: str = "auto") -> None:
         self.num_joints = int(num_joints)
         if self.num_joints < 1:
             raise ValueError(f"num_joints must be >= 1; got {num_joints!r}")
@@ -137,6 +148,8 @@ class DEKR(Codec):
         self.bg_weight = float(bg_weight)
         self.centers_given = bool(centers_given)
         self.use_kernel = bool(use_kernel)
+        self.kernel = kernel
+        self._cpu_kernel = _use_cpu_kernel(kernel)
         scale = 1.0 / self.stride
         self.sigma = (self.pos_dist_thresh / 2) * scale
         self.center_sigma = self.pos_dist_thresh * scale
@@ -184,6 +197,8 @@ class DEKR(Codec):
         if k_in != want:
             raise ValueError(f"DEKR(num_joints={k}{', centers_given' if self.centers_given else ''}) "
                              f"needs {want} keypoints per instance; got {k_in}")
+        if self._cpu_kernel and xp is np:
+            return self._encode_compiled(kp, out, area, memo, prev, int(np.shape(keypoints)[1]))
         x, y, v = clean_keypoints(xp, kp)
         if area is None:
             ar = keypoint_areas(xp, x[..., :k], y[..., :k], v[..., :k])
@@ -218,6 +233,56 @@ class DEKR(Codec):
         self._offsets(xp, x, y, xs, ys, drawn, ar, dst, prev, new)
         if memo is not None:
             memo.update(new)
+        return dst
+
+    def _encode_compiled(self, kp: np.ndarray, out: Mapping[str, Array] | None, area: Array | None,
+                         memo: dict | None, prev: dict, n_given: int) -> dict[str, Array]:
+        """The compiled kernel's encode. ``prev``: the previous call's ``memo`` (windows,
+        squares, weight bases; empty: ``out``'s contents unknown); this call's are stored in
+        ``memo`` (already emptied) for the next."""
+        from posefeed.targets import kernels_multi_cpu  # noqa: PLC0415 - numba compiles on first use
+
+        b, n = kp.shape[:2]
+        k = self.num_joints
+        w, h = self.heatmap_size
+        if area is None or n_given == 0:
+            ar = np.full((b, n), np.nan, dtype=np.float32)  # NaN: the keypoints' box
+        else:
+            ar = np.ascontiguousarray(area, dtype=np.float32)
+            if ar.shape != (b, n_given):
+                raise ValueError(f"area must be (B, N) = {(b, n_given)} like the keypoints; got {ar.shape}")
+        if out is None:
+            shapes = self.output_shapes(b, k)
+            dst = {name: (np.empty if name == "heatmap_weight" else np.zeros)(shapes[name], dtype=np.float32)
+                   for name in self.output_names}
+            state = 0
+        else:
+            dst = self._check_out(np, out, b, k)
+            state = 1 if "win" in prev else 2
+        k1 = k + 1
+        z = np.zeros(0, dtype=np.int32)
+        prev_win = prev["win"] if state == 1 else z.reshape(0, 0, 0, 4)
+        prev_sq = prev["sq"] if state == 1 else z.reshape(0, 0, 4)
+        prev_base = prev["base"] if state == 1 else np.zeros((0, 0), dtype=np.float32)
+        amap = prev.get("amap")
+        if amap is None:
+            amap = np.empty((b, h, w), dtype=np.float32)
+        win = np.empty((b, k1, n, 4), dtype=np.int32)
+        sq = np.empty((b, n, 4), dtype=np.int32)
+        base = np.empty((b, k1), dtype=np.float32)
+        used = np.empty((b, n), dtype=np.float32)
+        f = np.float32
+        bad = kernels_multi_cpu.dekr_encode_nb(
+            np.ascontiguousarray(kp), ar, not self.centers_given, self.stride, f(3 * self.sigma),
+            f(2 * self.sigma ** 2), f(3 * self.center_sigma), f(2 * self.center_sigma ** 2), self.radius,
+            f(self.bg_weight), dst["heatmap"], dst["heatmap_weight"], dst["offset"], dst["offset_weight"], amap,
+            state, prev_win, prev_sq, prev_base, win, sq, base, used)
+        if bad >= 0:
+            bi, ni = divmod(int(bad), n)
+            raise ValueError(f"area[{bi}, {ni}] = {float(used[bi, ni]):g}: an instance with keypoints "
+                             "on the map needs a finite area > 0 (input px^2)")
+        if memo is not None:
+            memo.update(win=win, sq=sq, base=base, amap=amap)
         return dst
 
     def _scaled(self, xp: Any, x: Array, y: Array) -> tuple[Array, Array]:

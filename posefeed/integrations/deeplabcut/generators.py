@@ -71,11 +71,12 @@ class PosefeedHeatmapPlateauGenerator(_PosefeedHeatmapGenerator):
 
 class PosefeedPartAffinityFieldGenerator(BaseGenerator):
     """Drop-in for DeepLabCut's ``PartAffinityFieldGenerator(graph, width)`` (posefeed's
-    ``PartAffinityField`` codec; same output dict, values and dtype)."""
+    ``PartAffinityField`` codec; same output dict, values and dtype). ``kernel``: the codec's
+    CPU implementation ("auto": compiled when numba imports, "numba", "numpy")."""
 
-    def __init__(self, graph: list, width: float, **kwargs: Any) -> None:
+    def __init__(self, graph: list, width: float, kernel: str = "auto", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.targets = PAFTargets(graph, width, label_keypoint_key=self.label_keypoint_key)
+        self.targets = PAFTargets(graph, width, label_keypoint_key=self.label_keypoint_key, kernel=kernel)
         self.graph, self.width, self.num_limbs = graph, width, self.targets.num_limbs
 
     def forward(self, stride: float, outputs: dict[str, torch.Tensor],
@@ -88,13 +89,14 @@ class PosefeedPartAffinityFieldGenerator(BaseGenerator):
 
 class PosefeedDEKRGenerator(BaseGenerator):
     """Drop-in for DeepLabCut's ``DEKRGenerator(num_joints, pos_dist_thresh, bg_weight)``
-    (posefeed's ``DEKR`` codec with the centres DeepLabCut's dataset appends)."""
+    (posefeed's ``DEKR`` codec with the centres DeepLabCut's dataset appends). ``kernel``: as
+    for ``PosefeedPartAffinityFieldGenerator``."""
 
     def __init__(self, num_joints: int, pos_dist_thresh: int, bg_weight: float = 0.1,
-                 **kwargs: Any) -> None:
+                 kernel: str = "auto", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.targets = DEKRTargets(num_joints, pos_dist_thresh, bg_weight,
-                                   label_keypoint_key=self.label_keypoint_key)
+                                   label_keypoint_key=self.label_keypoint_key, kernel=kernel)
         self.num_joints, self.num_heatmaps = self.targets.num_joints, self.targets.num_heatmaps
         self.pos_dist_thresh, self.bg_weight = pos_dist_thresh, bg_weight
 

@@ -32,9 +32,13 @@ _TINY = 2.0 ** -60  # |u| below this: the test does not depend on the column (wh
 
 def _cols(lo: float, hi: float, s: float, inv_s: float, n: int) -> tuple[int, int]:
     """The cells ``[j0, j1]`` (inclusive, clipped to ``[0, n - 1]``) whose DeepLabCut grid
-    value ``int(j*s + s/2)`` can lie in ``[lo, hi]`` (input px), one cell of margin each
-    side (``inv_s = 1/s``: its rounding is far inside that margin); NaN ends mean
-    unbounded. ``j0 > j1``: none."""
+    value ``int(j*s + s/2)`` can lie in ``[lo, hi]`` (input px); NaN ends mean unbounded.
+    ``j0 > j1``: none.
+
+    ``int(j*s + s/2)`` lies in ``(j*s + s/2 - 1, j*s + s/2]`` (the float64 sum is rounded
+    once more, < 1e-15 relative), so ``j >= (lo - s/2)/s`` and ``j < (hi + 1 - s/2)/s``;
+    both bounds are widened by ``1e-9 (1 + |bound|)`` cells (far beyond the roundings of
+    the sum and of ``* inv_s``)."""
     half = s / 2.0
     a = (lo - half) * inv_s
     if not a > -1.0:  # NaN, -inf, or before the map
@@ -46,8 +50,8 @@ def _cols(lo: float, hi: float, s: float, inv_s: float, n: int) -> tuple[int, in
         b = n + 1.0
     if b < -2.0:
         b = -2.0
-    j0 = int(math.ceil(a)) - 1
-    j1 = int(math.floor(b)) + 1
+    j0 = int(math.ceil(a - 1e-9 * (1.0 + abs(a))))
+    j1 = int(math.floor(b + 1e-9 * (1.0 + abs(b))))
     return max(j0, 0), min(j1, n - 1)
 
 
@@ -65,10 +69,12 @@ def paf_encode(kp, graph, gx, gy, stride, width, out, ext, clear):
 
     Per limb (animal by animal, as DeepLabCut): the float32 constants ``u``, ``lo``, ``hi``,
     ``ortho`` as NumPy 2 evaluates DeepLabCut's scalar code, then the map rows the band can
-    reach (``gy`` within ``w |u_x|`` of the ends, plus a float32-sized slack and a row), and
-    on each the columns between the along and across tests' ends solved in float64 (widened
-    by ``2^-40 S / |u|`` -- a thousand times the rounding of both the solve and DeepLabCut's
-    tests -- and a column each side). Every candidate cell is then tested with
+    reach (``gy`` within ``w |u_x|`` of the ends -- exact for ``|u| = 1`` -- widened by
+    ``2^-20`` of every magnitude involved, > 16x the float32 roundings of ``u``, ``lo``,
+    ``hi``, ``ortho``), and on each the columns between the along and across tests' ends
+    solved in float64 (widened by ``2^-40 S / |u|``, > 1000x the rounding of both the solve
+    and DeepLabCut's tests; ``S`` bounds the magnitudes), both mapped to cells by
+    :func:`_cols`. Every candidate cell is then tested with
     DeepLabCut's own float64 expressions, so the candidates only need to contain the band:
     the result is DeepLabCut's, by construction. Values ``u (1 - |across|)`` in float64,
     rounded to float32 once; a later animal's band overwrites, as in DeepLabCut.
@@ -95,6 +101,7 @@ def paf_encode(kp, graph, gx, gy, stride, width, out, ext, clear):
         return
     gmax = max(gx[W - 1], gy[H - 1])
     inv_s = 1.0 / stride
+    flat = out.reshape(-1)  # indexed with unsigned ints: no negative-index handling in the loops
     for b in range(B):
         for n in range(N):
             for li in range(L):
@@ -177,17 +184,17 @@ def paf_encode(kp, graph, gx, gy, stride, width, out, ext, clear):
                         continue
                     # the row's candidate cells as 1-d views indexed from 0 (numba then
                     # drops its negative-index handling and vectorises the loop)
-                    gxr = gx[j0:j1 + 1]
-                    ox = out[b, ch, i, j0:j1 + 1]
-                    oy = out[b, ch + 1, i, j0:j1 + 1]
-                    for jj in range(gxr.size):
-                        g_x = gxr[jj]
+                    ux0 = np.uint64(((b * 2 * L + ch) * H + i) * W + j0)
+                    uy0 = ux0 + np.uint64(H * W)
+                    ug0 = np.uint64(j0)
+                    for jj in range(np.uint64(j1 + 1 - j0)):
+                        g_x = gx[ug0 + jj]
                         along = uxd * g_x + uyy
                         across = abs(((yux - g_x * uyd) - ord_) / width)
                         if along >= lod and along <= hid and across <= 1.0:
                             t = 1.0 - across
-                            ox[jj] = np.float32(uxd * t)
-                            oy[jj] = np.float32(uyd * t)
+                            flat[ux0 + jj] = np.float32(uxd * t)
+                            flat[uy0 + jj] = np.float32(uyd * t)
                     # what the next call clears: the candidates (the others are 0 or
                     # another animal's cells of this call)
                     if j0 < ext[b, li, i, 0]:

@@ -7,7 +7,9 @@ called exactly as DeepLabCut's ``PoseModel.get_target`` calls them in the traini
 Cases: 37 keypoints, one animal, a 640x480 frame at strides 2 (241x321 maps) and 4 (121x161),
 batch 2 and 8, locref on (DeepLabCut's default head). posefeed is timed with kept output
 buffers (its default, ``reuse_buffers=True``) and with new tensors every call
-(``reuse_buffers=False``). Every call gets the next of 4 different keypoint batches (so kept
+(``reuse_buffers=False``), both on CPU tensors with its compiled kernel (numba; warmed up
+first, the first call's compile / cache-load time printed), and with ``--torch-path`` also its
+torch version (``kernel="numpy"``, what CUDA tensors run). Every call gets the next of 4 different keypoint batches (so kept
 buffers never hold the answer already); the three variants are timed round-robin within each
 repeat (the machine's load drifts); outputs checked equal (<= 1e-5) first. Reported: the median
 wall time and its ratio, the ratio of the minima (the least disturbed calls, on a shared
@@ -55,6 +57,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads (default: torch's, the CPUs)")
     ap.add_argument("--cases", default="2x2,2x4,8x2,8x4", help="batch x stride, comma-separated")
+    ap.add_argument("--torch-path", action="store_true",
+                    help='also time the torch version (kernel="numpy"), side by side')
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -62,6 +66,13 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rows = []
     load_before = os.getloadavg()
+    # the compiled kernel's first call: numba compiles it (or loads it from its disk cache)
+    t0 = time.perf_counter()
+    warm = build("PosefeedHeatmapGaussianGenerator")
+    warm(4, {"heatmap": torch.zeros(1, K, 8, 8), "locref": torch.zeros(1, 2 * K, 8, 8)}, labels_for(rng, 1))
+    first_call = time.perf_counter() - t0
+    print(f"posefeed's first call (numba kernel compiled or loaded from its cache): {first_call:.2f} s",
+          flush=True)
     for b, stride in cases:
         if True:
             h, w = FRAME[0] // stride + 1, FRAME[1] // stride + 1
@@ -70,6 +81,9 @@ def main() -> None:
             gens = {"DeepLabCut HeatmapGaussianGenerator": build("HeatmapGaussianGenerator"),
                     "posefeed (kept buffers, default)": build("PosefeedHeatmapGaussianGenerator"),
                     "posefeed (new tensors)": build("PosefeedHeatmapGaussianGenerator", reuse_buffers=False)}
+            if args.torch_path:
+                gens["posefeed torch path (kept buffers)"] = build("PosefeedHeatmapGaussianGenerator",
+                                                                   kernel="numpy")
             ref = gens["DeepLabCut HeatmapGaussianGenerator"]
             for lab in batches[:2]:  # equal outputs (and warm-up)
                 r = ref(stride, outputs, lab)
@@ -109,7 +123,8 @@ def main() -> None:
         f"{platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"deeplabcut 3.0.2; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average "
         f"(1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, after "
-        f"{load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}; {args.repeats} repeats.",
+        f"{load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}; {args.repeats} repeats; "
+        f"posefeed's first call (numba compile or cache load, before timing): {first_call:.2f} s.",
         "",
         "| batch | stride | map | generator | ms / call (median) | x DeepLabCut | min ms | x (minima) "
         "| CPU ms | x (CPU) |",

@@ -1,19 +1,30 @@
-"""posefeed.integrations.dlc_heatmap (the torch logic of the DeepLabCut drop-in generators),
-without DeepLabCut: against a loop written from DeepLabCut 3.0.2's rules (tests/oracles_dlc.py),
-hand-worked values, kept-buffer reuse and errors. Parity with the real DeepLabCut generators is
-in tests_integrations/ (``make test-integrations``)."""
+"""posefeed.integrations.dlc_heatmap (the logic of the DeepLabCut drop-in generators), without
+DeepLabCut: against a loop written from DeepLabCut 3.0.2's rules (tests/oracles_dlc.py),
+hand-worked values, kept-buffer reuse and errors, on both CPU paths (the ``make`` fixture: the
+torch version, ``kernel="numpy"``, and the compiled numba kernel, skipped without numba; the
+kernel's own edge cases are in test_integrations_dlc_kernel.py). Parity with the real
+DeepLabCut generators is in tests_integrations/ (``make test-integrations``)."""
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from oracles_dlc import dlc_heatmap_loop
 from posefeed.integrations.dlc_heatmap import DLCHeatmapTargets, dlc_grid
+
+
+@pytest.fixture(params=["numpy", "numba"])
+def make(request):
+    """``DLCHeatmapTargets`` on one CPU path: the torch version or the compiled kernel."""
+    if request.param == "numba":
+        pytest.importorskip("numba")
+    return functools.partial(DLCHeatmapTargets, kernel=request.param)
 
 
 def call(gen, kp, stride, hw, ids=None, device="cpu"):
@@ -48,10 +59,10 @@ def random_keypoints(rng, b, n, k, stride, hw, vis=(-1, 0, 1, 2)):
 @pytest.mark.parametrize("stride", [2, 4, 8, 3])
 @pytest.mark.parametrize("locref", [True, False])
 @pytest.mark.parametrize("reuse", [True, False])
-def test_keypoint_mode_matches_loop(mode, stride, locref, reuse):
+def test_keypoint_mode_matches_loop(mode, stride, locref, reuse, make):
     rng = np.random.default_rng(stride * 7 + locref)
     hw = (120 // stride, 160 // stride)
-    gen = DLCHeatmapTargets(6, 17, mode=mode, generate_locref=locref, reuse_buffers=reuse)
+    gen = make(6, 17, mode=mode, generate_locref=locref, reuse_buffers=reuse)
     for _ in range(3):  # with kept buffers the later calls rewrite the first call's outputs
         kp = random_keypoints(rng, 2, 2, 6, stride, hw)
         kp[0, 1, :2, :2] = kp[0, 0, :2, :2] + 4.0   # overlapping individuals
@@ -62,11 +73,11 @@ def test_keypoint_mode_matches_loop(mode, stride, locref, reuse):
 
 @pytest.mark.parametrize("mode", ["gaussian", "plateau"])
 @pytest.mark.parametrize("gradient_masking", [False, True])
-def test_individual_mode_matches_loop(mode, gradient_masking):
+def test_individual_mode_matches_loop(mode, gradient_masking, make):
     rng = np.random.default_rng(1)
     hw = (30, 40)
     ids = np.array([[1, 0, -1], [2, 2, 0]])       # sample 1: two rows claim slot 2 (the last wins)
-    gen = DLCHeatmapTargets(3, 17, mode=mode, heatmap_mode="INDIVIDUAL",
+    gen = make(3, 17, mode=mode, heatmap_mode="INDIVIDUAL",
                             gradient_masking=gradient_masking, background_weight=0.25)
     for _ in range(2):
         kp = random_keypoints(rng, 2, 3, 5, 4, hw)
@@ -76,24 +87,24 @@ def test_individual_mode_matches_loop(mode, gradient_masking):
 
 
 @pytest.mark.parametrize("mode", ["gaussian", "plateau"])
-def test_gradient_masking_and_weights_last_member_wins(mode):
+def test_gradient_masking_and_weights_last_member_wins(mode, make):
     # keypoint 0: individual 0 has v=-1, individual 1 v=0 -> background weight (last member);
     # keypoint 1: v=0 then v=-1 -> 0; keypoint 2: v=0, v=2 -> background (a drawn member sets none)
     kp = np.array([[[[10, 10, -1], [20, 20, 0], [30, 30, 0]],
                     [[10, 10, 0], [20, 20, -1], [30, 30, 2]]]], np.float32)
-    gen = DLCHeatmapTargets(3, 17, mode=mode, gradient_masking=True, background_weight=0.1)
+    gen = make(3, 17, mode=mode, gradient_masking=True, background_weight=0.1)
     w = call(gen, kp, 4, (10, 10))["heatmap"]["weights"]
     assert w[0, :, 0, 0].tolist() == pytest.approx([0.1, 0.0, 0.1])
     assert (w == w[:, :, :1, :1]).all()         # one value per map
-    w = call(DLCHeatmapTargets(3, 17, mode=mode), kp, 4, (10, 10))["heatmap"]["weights"]
+    w = call(make(3, 17, mode=mode), kp, 4, (10, 10))["heatmap"]["weights"]
     assert w[0, :, 0, 0].tolist() == [0.0, 0.0, 1.0]   # without masking only v=-1 mutes
 
 
-def test_hand_worked_gaussian_and_locref():
+def test_hand_worked_gaussian_and_locref(make):
     # stride 4 -> centres 2, 6, 10, ...; keypoint (7, 3): cell (0, 1) centre (6, 2):
     # d^2 = 1 + 1 = 2, heatmap exp(-2 / (2 (34/3)^2)), locref ((7-6), (3-2)) / 7.2801
     kp = np.array([[[[7.0, 3.0, 2.0]]]], np.float32)
-    out = call(DLCHeatmapTargets(1, 17), kp, 4, (8, 8))
+    out = call(make(1, 17), kp, 4, (8, 8))
     std = 2 * 17 / 3
     assert out["heatmap"]["target"][0, 0, 0, 1].item() == pytest.approx(math.exp(-2 / (2 * std ** 2)), abs=1e-7)
     assert out["locref"]["target"][0, 0, 0, 1].item() == pytest.approx(1 / 7.2801, abs=1e-7)
@@ -106,56 +117,56 @@ def test_hand_worked_gaussian_and_locref():
     assert mask.dtype == torch.int64 and mask[0, :, 4, 4].tolist() == [0, 0] and mask[0, :, 3, 4].tolist() == [1, 1]
 
 
-def test_threshold_is_inclusive_and_grid_truncated():
+def test_threshold_is_inclusive_and_grid_truncated(make):
     # stride 3: centres trunc(1.5 + 3j) = 1, 4, 7, ...; keypoint (1, 1) with t = 6:
     # cell (0, 2) centre (7, 1): d^2 = 36 = t^2 -> inside; cell (0, 3) centre (10, 1): 81 -> outside
     assert dlc_grid(4, 3, torch.device("cpu")).tolist() == [1, 4, 7, 10]
     kp = np.array([[[[1.0, 1.0, 2.0]]]], np.float32)
-    out = call(DLCHeatmapTargets(1, 6, mode="plateau"), kp, 3, (3, 5))
+    out = call(make(1, 6, mode="plateau"), kp, 3, (3, 5))
     assert out["heatmap"]["target"][0, 0, 0].tolist() == [1, 1, 1, 0, 0]
     assert out["locref"]["weights"][0, 0, 0].tolist() == [1, 1, 1, 0, 0]
     assert out["locref"]["target"][0, 0, 0, 3].item() == 0.0       # plateau: 0 outside the disk
 
 
-def test_visibility_zero_draws_nothing_minus_one_mutes():
+def test_visibility_zero_draws_nothing_minus_one_mutes(make):
     kp = np.array([[[[10, 10, 0], [10, 10, -1], [10, 10, 1]]]], np.float32)
-    out = call(DLCHeatmapTargets(3, 17), kp, 4, (6, 6))
+    out = call(make(3, 17), kp, 4, (6, 6))
     hm = out["heatmap"]
     assert hm["target"][0, 0].max() == 0 and hm["target"][0, 1].max() == 0 and hm["target"][0, 2].max() > 0.9
     assert hm["weights"][0, :, 0, 0].tolist() == [1.0, 0.0, 1.0]
     assert out["locref"]["weights"][0, :4].sum() == 0
 
 
-def test_single_animal_three_dim_keypoints_and_extra_heatmaps():
+def test_single_animal_three_dim_keypoints_and_extra_heatmaps(make):
     rng = np.random.default_rng(3)
     kp = random_keypoints(rng, 2, 1, 4, 8, (8, 10))
     ref = dlc_heatmap_loop(kp[:, 0], 8, (8, 10), 5)             # num_heatmaps > keypoints
-    assert_matches(call(DLCHeatmapTargets(5, 17), kp[:, 0], 8, (8, 10)), ref)
+    assert_matches(call(make(5, 17), kp[:, 0], 8, (8, 10)), ref)
 
 
-def test_reuse_returns_kept_tensors_and_fresh_does_not():
+def test_reuse_returns_kept_tensors_and_fresh_does_not(make):
     kp = np.array([[[[10, 10, 2]]]], np.float32)
-    gen = DLCHeatmapTargets(1, 17)
+    gen = make(1, 17)
     a, b = call(gen, kp, 4, (6, 6)), call(gen, kp, 4, (6, 6))
     assert a["heatmap"]["target"] is b["heatmap"]["target"]
-    fresh = DLCHeatmapTargets(1, 17, reuse_buffers=False)
+    fresh = make(1, 17, reuse_buffers=False)
     a, b = call(fresh, kp, 4, (6, 6)), call(fresh, kp, 4, (6, 6))
     assert a["heatmap"]["target"] is not b["heatmap"]["target"]
 
 
-def test_targets_follow_the_outputs_device_and_errors():
-    gen = DLCHeatmapTargets(2, 17)
+def test_targets_follow_the_outputs_device_and_errors(make):
+    gen = make(2, 17)
     kp = np.zeros((1, 1, 2, 3), np.float32)
     out = call(gen, kp, 4, (4, 4))
     assert out["heatmap"]["target"].device.type == "cpu"
     with pytest.raises(ValueError, match="num_heatmaps"):
-        call(DLCHeatmapTargets(1, 17), kp, 4, (4, 4))
+        call(make(1, 17), kp, 4, (4, 4))
     with pytest.raises(KeyError, match="individual_ids"):
-        DLCHeatmapTargets(1, 17, heatmap_mode="individual")(
+        make(1, 17, heatmap_mode="individual")(
             4, {"heatmap": torch.zeros(1, 1, 4, 4), "locref": torch.zeros(1, 2, 4, 4)},
             {"keypoints": torch.zeros(1, 1, 2, 3)})
     with pytest.raises(ValueError, match="heatmap_mode"):
-        DLCHeatmapTargets(1, 17, heatmap_mode="bodypart")
+        make(1, 17, heatmap_mode="bodypart")
     with pytest.raises(KeyError, match="locref"):
         gen(4, {"heatmap": torch.zeros(1, 2, 4, 4)}, {"keypoints": torch.zeros(1, 1, 2, 3)})
 
@@ -172,14 +183,14 @@ def test_cuda_matches_loop(mode):
     assert_matches(out, dlc_heatmap_loop(kp, 4, (40, 50), 7, mode))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2 ** 31), n=st.integers(1, 3), k=st.integers(1, 4),
        stride=st.sampled_from([1, 2, 4, 8, 3, 2.5]), thresh=st.sampled_from([3.0, 8.5, 17.0]),
        mode=st.sampled_from(["gaussian", "plateau"]), gm=st.booleans())
-def test_property_matches_loop(seed, n, k, stride, thresh, mode, gm):
+def test_property_matches_loop(seed, n, k, stride, thresh, mode, gm, make):
     rng = np.random.default_rng(seed)
     hw = (int(rng.integers(1, 14)), int(rng.integers(1, 14)))
-    gen = DLCHeatmapTargets(k, thresh, mode=mode, gradient_masking=gm)
+    gen = make(k, thresh, mode=mode, gradient_masking=gm)
     for _ in range(2):
         kp = random_keypoints(rng, 2, n, k, stride, hw)
         kp[..., :2] = np.round(kp[..., :2] * 2) / 2     # half-pixel coordinates hit the threshold exactly
@@ -187,7 +198,7 @@ def test_property_matches_loop(seed, n, k, stride, thresh, mode, gm):
                        dlc_heatmap_loop(kp, stride, hw, k, mode, pos_dist_thresh=thresh, gradient_masking=gm))
 
 
-def test_gaussian_window_drops_only_values_below_the_bound():
+def test_gaussian_window_drops_only_values_below_the_bound(make):
     # the Gaussian is written only within R = sigma sqrt(2 ln(1/GAUSS_EPS)) px of each keypoint
     # (per axis, plus a cell): on maps much larger than the window every value left out is
     # < GAUSS_EPS, so is every difference (also where another member's window ends), values
@@ -205,7 +216,7 @@ def test_gaussian_window_drops_only_values_below_the_bound():
         for kp in (sweep, rand):
             ref = dlc_heatmap_loop(kp, stride, hw, 21)
             for reuse in (True, False):
-                gen = DLCHeatmapTargets(21, 17, reuse_buffers=reuse)
+                gen = make(21, 17, reuse_buffers=reuse)
                 call(gen, random_keypoints(rng, 2, kp.shape[1], 21, stride, hw), stride, hw)  # to clear
                 got = call(gen, kp, stride, hw)
                 hm, rhm = got["heatmap"]["target"].numpy().astype(np.float64), ref["heatmap"]["target"]
@@ -219,12 +230,12 @@ def test_gaussian_window_drops_only_values_below_the_bound():
                 assert_matches(got, ref)                    # and the other outputs to 1e-6
 
 
-def test_nan_coordinates_follow_dlc():
+def test_nan_coordinates_follow_dlc(make):
     # DeepLabCut's real batches carry NaN coordinates with v <= 0 (nothing drawn); a visible
     # NaN keypoint makes DeepLabCut's whole heatmap and locref NaN (np.maximum, dx = NaN)
     rng = np.random.default_rng(2)
     hw = (40, 50)
-    gen = DLCHeatmapTargets(4, 17)
+    gen = make(4, 17)
     kp = random_keypoints(rng, 2, 2, 4, 4, hw)
     kp[0, 0, :2, :2] = np.nan
     kp[0, 0, :2, 2] = [0, -1]
@@ -258,7 +269,7 @@ def test_window_runs_fallback_writes_the_same(monkeypatch):
     monkeypatch.setattr(mod, "_runs", lambda flat, span: Refusing(real(flat, span)))
     rng = np.random.default_rng(4)
     hw = (60, 80)
-    gen = DLCHeatmapTargets(3, 17)
+    gen = DLCHeatmapTargets(3, 17, kernel="numpy")  # the torch version writes the runs
     for _ in range(2):
         kp = random_keypoints(rng, 2, 2, 3, 2, hw)
         assert_matches(call(gen, kp, 2, hw), dlc_heatmap_loop(kp, 2, hw, 3))

@@ -2,7 +2,8 @@
 ``TARGET_GENERATORS`` registry by type name: synthetic multi-animal labels (2 individuals,
 v in {-1, 0, 2}, overlaps) and real batches from DeepLabCut's own DataLoader on openfield
 (augmented: keypoints leave the crop), strides 2, 4 and 8, Gaussian and plateau, locref on and
-off, keypoint and individual modes, gradient masking; on CPU, and CUDA marked ``gpu``."""
+off, keypoint and individual modes, gradient masking; on CPU (posefeed's compiled kernel and
+its torch version), and CUDA marked ``gpu``."""
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,11 @@ PAIRS = [("HeatmapGaussianGenerator", "PosefeedHeatmapGaussianGenerator"),
          ("HeatmapPlateauGenerator", "PosefeedHeatmapPlateauGenerator")]
 
 
-def build_pair(dlc_type, pf_type, **kw):
-    return TARGET_GENERATORS.build(dict(type=dlc_type, **kw)), TARGET_GENERATORS.build(dict(type=pf_type, **kw))
+def build_pair(dlc_type, pf_type, kernel="auto", **kw):
+    """DeepLabCut's generator and posefeed's (``kernel``: "numba", the compiled CPU kernel
+    numba being one of DeepLabCut's dependencies, or "numpy", the torch version)."""
+    return (TARGET_GENERATORS.build(dict(type=dlc_type, **kw)),
+            TARGET_GENERATORS.build(dict(type=pf_type, kernel=kernel, **kw)))
 
 
 def assert_same(got, ref, atol=1e-5):
@@ -50,15 +54,17 @@ def synthetic_labels(seed, b=3, n=2, k=6, image_hw=(240, 320)):
     return {"keypoints": torch.from_numpy(kp), "individual_ids": torch.from_numpy(ids)}
 
 
+@pytest.mark.parametrize("kernel", ["numba", "numpy"])
 @pytest.mark.parametrize("dlc_type,pf_type", PAIRS)
 @pytest.mark.parametrize("stride", [2, 4, 8])
 @pytest.mark.parametrize("locref", [True, False])
 @pytest.mark.parametrize("heatmap_mode,gradient_masking", [("KEYPOINT", False), ("KEYPOINT", True),
                                                            ("INDIVIDUAL", False)])
-def test_synthetic_two_individuals(dlc_type, pf_type, stride, locref, heatmap_mode, gradient_masking):
+def test_synthetic_two_individuals(dlc_type, pf_type, stride, locref, heatmap_mode, gradient_masking,
+                                   kernel):
     labels = synthetic_labels(stride + 10 * locref)
     c = 6 if heatmap_mode == "KEYPOINT" else 2
-    ref_gen, pf_gen = build_pair(dlc_type, pf_type, num_heatmaps=c, pos_dist_thresh=17,
+    ref_gen, pf_gen = build_pair(dlc_type, pf_type, kernel, num_heatmaps=c, pos_dist_thresh=17,
                                  heatmap_mode=heatmap_mode, gradient_masking=gradient_masking,
                                  background_weight=0.3, generate_locref=locref, locref_std=7.2801)
     outputs = outputs_for(3, c, (240, 320), stride)
@@ -86,7 +92,7 @@ def test_real_batches_from_dlc_dataloader(openfield_config, dlc_type, pf_type):
         seen_hidden += int((labels["keypoints"][..., 2] <= 0).sum())
         for stride in (2, 4, 8):
             for locref in (True, False):
-                ref_gen, pf_gen = build_pair(dlc_type, pf_type, **{**kw, "generate_locref": locref})
+                ref_gen, pf_gen = build_pair(dlc_type, pf_type, "numba", **{**kw, "generate_locref": locref})
                 outputs = outputs_for(len(batch["image"]), kw["num_heatmaps"], batch["image"].shape[-2:], stride)
                 assert_same(pf_gen(stride, outputs, labels), ref_gen(stride, outputs, labels))
     assert seen_hidden > 0  # the augmented crops did drop some keypoints (v = 0)

@@ -26,20 +26,23 @@ from posefeed.integrations.dlc_multi import DEKRTargets, PAFTargets
 class _PosefeedHeatmapGenerator(BaseGenerator):
     """DeepLabCut's ``HeatmapGenerator`` arguments, posefeed's torch targets
     (``DLCHeatmapTargets``: same names, shapes, dtypes and values, computed on the outputs'
-    device). Extra argument: ``reuse_buffers`` (default True; see ``DLCHeatmapTargets``)."""
+    device). Extra arguments (see ``DLCHeatmapTargets``): ``reuse_buffers`` (default True)
+    and ``kernel`` (default ``"auto"``: on CPU tensors the compiled numba kernel, numba being
+    one of DeepLabCut's own dependencies; ``"numpy"``: the torch version)."""
 
     mode = "gaussian"
 
     def __init__(self, num_heatmaps: int, pos_dist_thresh: int, heatmap_mode: Any = "KEYPOINT",
                  gradient_masking: bool = False, background_weight: float = 0.1,
                  generate_locref: bool = True, locref_std: float = 7.2801,
-                 reuse_buffers: bool = True, **kwargs: Any) -> None:
+                 reuse_buffers: bool = True, kernel: str = "auto", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.targets = DLCHeatmapTargets(
             num_heatmaps, pos_dist_thresh, mode=self.mode, heatmap_mode=heatmap_mode,
             gradient_masking=gradient_masking, background_weight=background_weight,
             generate_locref=generate_locref, locref_std=locref_std,
-            label_keypoint_key=self.label_keypoint_key, reuse_buffers=reuse_buffers)
+            label_keypoint_key=self.label_keypoint_key, reuse_buffers=reuse_buffers,
+            kernel=kernel)
         # DeepLabCut's attribute names, for code that reads them
         self.num_heatmaps = self.targets.num_heatmaps
         self.dist_thresh = self.targets.dist_thresh

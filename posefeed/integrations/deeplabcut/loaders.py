@@ -34,10 +34,11 @@ scales ``s = ((X2 - X1) / width, (Y2 - Y1) / height)``; DeepLabCut's crop keypoi
 ``x_d = j + 1/2 - 1/(2 s)`` (``to_dlc_batch`` converts; tested against DeepLabCut's items).
 Labels that are not visible sit where DeepLabCut puts them (image (0, 0) -> ``-offset / s``)
 with ``v = 0``; DeepLabCut's out-of-crop rule sets ``v = 0`` too (``x`` outside
-``[0, height]``, ``y`` outside ``[0, width]``: its shape swap, kept). Known pixel
-differences: DeepLabCut normalises the frame before cropping, so outside the frame its crop
-is the ImageNet mean colour, posefeed's black; and it resizes the float image (posefeed
-warps uint8 bilinearly), a fraction of a grey level inside the frame.
+``[0, height]``, ``y`` outside ``[0, width]``: its shape swap, kept). DeepLabCut normalises
+the frame before cropping, so outside the frame its crop is 0 (the ImageNet mean colour),
+blended bilinearly at the frame's edge: ``to_dlc_batch`` adds that to posefeed's
+black-bordered crop (`pad_with_mean`). Known pixel difference: DeepLabCut resizes the float
+image, posefeed warps uint8 bilinearly, a fraction of a grey level.
 
 Augmentation (``data.train`` of pytorch_config.yaml, as DeepLabCut 3.0.2's
 ``build_transforms`` builds it with albumentations 1.4.3) -> posefeed's `AugmentConfig`
@@ -91,6 +92,7 @@ import torch
 from deeplabcut.pose_estimation_pytorch.data import DLCLoader
 from deeplabcut.utils import auxiliaryfunctions as af
 
+from posefeed.constants import IMAGENET_MEAN, IMAGENET_STD
 from posefeed.datasets import load_dlc
 from posefeed.datasets.table import PoseTable
 from posefeed.integrations.dlc_boxes import (crop_boxes, dlc_boxes, dlc_visible, region_boxes,
@@ -356,6 +358,7 @@ def to_dlc_batch(batch: dict[str, torch.Tensor], table: PoseTable,
     if rows.crop_size is not None:
         kp, offsets, scales, boxes, area = _top_down(kp, index, affine, rows)
         index = index[:, :1]
+        pad_with_mean(batch["image"], affine.numpy(), sizes)
     else:
         kp, index, boxes, area = _bottom_up(kp, index, affine, rows, batch["image"].shape)
         if rows.with_center:     # DeepLabCut's add_center_keypoints, after the augmentation
@@ -426,6 +429,40 @@ def _bottom_up(kp: torch.Tensor, index: np.ndarray, affine: torch.Tensor, rows: 
     boxes = np.concatenate([lo, hi - lo], -1)
     area = np.maximum(boxes[..., 2], 1) * np.maximum(boxes[..., 3], 1)
     return kp, index, boxes, area
+
+
+def pad_with_mean(image: torch.Tensor, affine: np.ndarray, sizes: np.ndarray) -> None:
+    """DeepLabCut's top-down padding, in place on posefeed's normalised ``image`` (B, 3, H, W).
+
+    DeepLabCut normalises the frame, zero-pads it where the crop leaves it (0 is the ImageNet
+    mean colour) and resizes; posefeed warps the uint8 frame with a black border, then
+    normalises. Bilinear weights ``w_i`` over frame pixels ``x_i``: DeepLabCut's value is
+    ``sum_in w_i n(x_i)``, posefeed's ``n(sum_in w_i x_i)`` (``n(x) = (x - MEAN) / STD``), so
+    DeepLabCut's = posefeed's + ``alpha * MEAN / STD`` with ``alpha = 1 - sum_in w_i``, the
+    warp's weight outside the frame: 1 minus the frame's mask warped by the same matrix
+    (``affine (B, 2, 3)`` input -> image pixel centres; ``sizes (B, 2)`` the frames' w, h).
+    Exact up to posefeed's rounding of the warp to uint8; crops inside their frame are left
+    alone (nothing to add)."""
+    import cv2  # noqa: PLC0415 - OpenCV only where it runs
+
+    if not image.is_floating_point():
+        return
+    b, _, h, w = image.shape
+    corners = np.array([[0, w - 1, 0, w - 1], [0, 0, h - 1, h - 1], [1, 1, 1, 1]], np.float64)
+    colour = None
+    for i in range(b):
+        fw, fh = (int(v) for v in sizes[i])
+        x, y = np.asarray(affine[i], np.float64) @ corners
+        if x.min() >= 0 and y.min() >= 0 and x.max() <= fw - 1 and y.max() <= fh - 1:
+            continue
+        inside = cv2.warpAffine(np.ones((fh, fw), np.float32), np.asarray(affine[i], np.float64),
+                                (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        if colour is None:
+            colour = torch.as_tensor(np.asarray(IMAGENET_MEAN) / np.asarray(IMAGENET_STD),
+                                     dtype=image.dtype, device=image.device)[:, None, None]
+        alpha = torch.from_numpy(1.0 - inside).to(device=image.device, dtype=image.dtype)
+        image[i] += alpha[None] * colour
 
 
 def _top_down(kp: torch.Tensor, index: np.ndarray, affine: torch.Tensor, rows: ShuffleRows):

@@ -313,7 +313,8 @@ class DLCHeatmapTargets:
                           individual_ids=ids, batch_size=b)
         if self.generate_locref:
             dev = outputs["locref"].device
-            out["locref"] = {k: v.to(dev) for k, v in out["locref"].items()}
+            if out["locref"]["target"].device != dev:
+                out["locref"] = {k: v.to(dev) for k, v in out["locref"].items()}
         return out
 
     # ------------------------------------------------------------------ the targets

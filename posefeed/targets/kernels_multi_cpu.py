@@ -58,6 +58,17 @@ def _cols(lo: float, hi: float, s: float, inv_s: float, n: int) -> tuple[int, in
 _cols_nb = cpu_kernel(_cols)
 
 
+def _fill(flat, start, count, value):
+    """``flat[start : start + count] = value`` on unsigned indices (numba then emits no
+    negative-index handling and no view of the array: a plain vectorised store loop)."""
+    u = np.uint64(start)
+    for jj in range(np.uint64(max(count, 0))):
+        flat[u + jj] = value
+
+
+_fill_nb = cpu_kernel(_fill)
+
+
 def paf_encode(kp, graph, gx, gy, stride, width, out, ext, clear):
     """DeepLabCut's ``PartAffinityFieldGenerator`` into ``out (B, 2L, H, W)``.
 
@@ -83,6 +94,7 @@ def paf_encode(kp, graph, gx, gy, stride, width, out, ext, clear):
     L = graph.shape[0]
     H, W = out.shape[2], out.shape[3]
     zero = np.float32(0.0)
+    flat = out.reshape(-1)  # indexed with unsigned ints: no negative-index handling in the loops
     if clear:
         for b in range(B):
             for li in range(L):
@@ -90,8 +102,9 @@ def paf_encode(kp, graph, gx, gy, stride, width, out, ext, clear):
                     j0 = ext[b, li, i, 0]
                     j1 = ext[b, li, i, 1]
                     if j1 > j0:
-                        out[b, 2 * li, i, j0:j1] = zero
-                        out[b, 2 * li + 1, i, j0:j1] = zero
+                        row = ((b * 2 * L + 2 * li) * H + i) * W
+                        _fill_nb(flat, row + j0, j1 - j0, zero)
+                        _fill_nb(flat, row + H * W + j0, j1 - j0, zero)
     for b in range(B):
         for li in range(L):
             for i in range(H):
@@ -101,7 +114,6 @@ def paf_encode(kp, graph, gx, gy, stride, width, out, ext, clear):
         return
     gmax = max(gx[W - 1], gy[H - 1])
     inv_s = 1.0 / stride
-    flat = out.reshape(-1)  # indexed with unsigned ints: no negative-index handling in the loops
     for b in range(B):
         for n in range(N):
             for li in range(L):
@@ -315,6 +327,13 @@ def dekr_encode(kp, area_in, add_center, stride, r3, two_s2, r3c, two_s2c, radiu
                 if v[b, n, k] == -1:
                     last_ign[b, k] = n
             base[b, k] = f0 if last_ign[b, k] >= 0 else bg
+    # flat views, indexed with unsigned ints (see _fill)
+    HW = H * W
+    hmf = hm.reshape(-1)
+    hwf = hmw.reshape(-1)
+    offf = off.reshape(-1)
+    owf = ow.reshape(-1)
+    amf = amap.reshape(-1)
     # clear what the previous call wrote (or everything)
     if state == 2:
         hm[:] = f0
@@ -323,10 +342,11 @@ def dekr_encode(kp, area_in, add_center, stride, r3, two_s2, r3c, two_s2c, radiu
     elif state == 1:
         for b in range(B):
             for k in range(K1):
+                plane = (b * K1 + k) * HW
                 for n in range(prev_win.shape[2]):
                     c0, c1, r0, r1 = prev_win[b, k, n, 0], prev_win[b, k, n, 1], prev_win[b, k, n, 2], prev_win[b, k, n, 3]
                     for i in range(r0, r1):
-                        hm[b, k, i, c0:c1] = f0
+                        _fill_nb(hmf, plane + i * W + c0, c1 - c0, f0)
             for n in range(prev_sq.shape[1]):
                 c0, c1, r0, r1 = prev_sq[b, n, 0], prev_sq[b, n, 1], prev_sq[b, n, 2], prev_sq[b, n, 3]
                 if c1 <= c0:
@@ -334,21 +354,24 @@ def dekr_encode(kp, area_in, add_center, stride, r3, two_s2, r3c, two_s2c, radiu
                 for k in range(K):
                     if prev_win[b, k, n, 1] <= prev_win[b, k, n, 0]:
                         continue  # keypoint not drawn: no offsets written
+                    plane = (b * 2 * K + 2 * k) * HW
                     for i in range(r0, r1):
-                        off[b, 2 * k, i, c0:c1] = f0
-                        off[b, 2 * k + 1, i, c0:c1] = f0
-                        ow[b, 2 * k, i, c0:c1] = f0
-                        ow[b, 2 * k + 1, i, c0:c1] = f0
+                        at = plane + i * W + c0
+                        _fill_nb(offf, at, c1 - c0, f0)
+                        _fill_nb(offf, at + HW, c1 - c0, f0)
+                        _fill_nb(owf, at, c1 - c0, f0)
+                        _fill_nb(owf, at + HW, c1 - c0, f0)
     for b in range(B):
         for k in range(K1):
             bv = base[b, k]
+            plane = (b * K1 + k) * HW
             if state != 1 or prev_base[b, k] != bv:
-                hmw[b, k] = bv
+                _fill_nb(hwf, plane, HW, bv)
             else:  # the previous windows back to the base
                 for n in range(prev_win.shape[2]):
                     c0, c1, r0, r1 = prev_win[b, k, n, 0], prev_win[b, k, n, 1], prev_win[b, k, n, 2], prev_win[b, k, n, 3]
                     for i in range(r0, r1):
-                        hmw[b, k, i, c0:c1] = bv
+                        _fill_nb(hwf, plane + i * W + c0, c1 - c0, bv)
     ex = np.empty(W, np.float32)  # a window's column and row factors
     ey = np.empty(H, np.float32)
     # DeepLabCut's loop
@@ -395,33 +418,37 @@ def dekr_encode(kp, area_in, add_center, stride, r3, two_s2, r3c, two_s2c, radiu
                 for ii in range(bb - aa):
                     dy = np.float32(aa + ii) - y0
                     ey[ii] = np.exp(-((dy * dy) / ts))
-                exr = ex[:dd - cc]
                 late = n > last_ign[b, k]
+                plane = (b * K1 + k) * HW
+                ncol = np.uint64(dd - cc)
                 for ii in range(bb - aa):
                     gyv = ey[ii]
-                    row = hm[b, k, aa + ii, cc:dd]
-                    for jj in range(row.size):
-                        row[jj] = max(row[jj], gyv * exr[jj])
+                    u = np.uint64(plane + (aa + ii) * W + cc)
+                    for jj in range(ncol):
+                        g = gyv * ex[jj]
+                        if g > hmf[u + jj]:
+                            hmf[u + jj] = g
                     if late:
-                        hmw[b, k, aa + ii, cc:dd] = f1
+                        _fill_nb(hwf, plane + (aa + ii) * W + cc, dd - cc, f1)
                 if k == K or qx1 <= qx0:
                     continue
                 wgt = f1 / np.sqrt(a)
+                plane = (b * 2 * K + 2 * k) * HW
+                ncol = np.uint64(qx1 - qx0)
                 for i in range(qy0, qy1):
                     oy = np.float32(i) - y0
-                    o_x = off[b, 2 * k, i, qx0:qx1]
-                    o_y = off[b, 2 * k + 1, i, qx0:qx1]
-                    w_x = ow[b, 2 * k, i, qx0:qx1]
-                    w_y = ow[b, 2 * k + 1, i, qx0:qx1]
-                    am = amap[b, i, qx0:qx1]
-                    for jj in range(o_x.size):
-                        if w_x[jj] != f0 and am[jj] < a:
-                            continue  # set already, by a smaller animal
-                        o_x[jj] = np.float32(qx0 + jj) - x0
-                        o_y[jj] = oy
-                        w_x[jj] = wgt
-                        w_y[jj] = wgt
-                        am[jj] = a
+                    u = np.uint64(plane + i * W + qx0)
+                    u2 = u + np.uint64(HW)
+                    ua = np.uint64((b * H + i) * W + qx0)
+                    xj = np.float32(qx0)
+                    for jj in range(ncol):
+                        if not (owf[u + jj] != f0 and amf[ua + jj] < a):  # else set, by a smaller animal
+                            offf[u + jj] = xj - x0
+                            offf[u2 + jj] = oy
+                            owf[u + jj] = wgt
+                            owf[u2 + jj] = wgt
+                            amf[ua + jj] = a
+                        xj += f1
     return -1
 
 

@@ -458,10 +458,12 @@ def worker_cpu(step: Callable[[], Any]) -> list[float]:
 
 def measure(graph: str, batch_size: int, batches: int = 30, warmup: int = 3,
             table: Any = None, lookahead: str = "auto") -> dict[str, Any]:
-    """``{"host_ms_per_batch", "serial_host_ms_per_batch", "worker_ms_per_batch",
-    "python_calls_per_batch", "main_calls_per_batch", "host_waits_per_batch"}`` for one
-    graph and batch size: main-thread CPU time (``time.thread_time``; the critical path
-    while the look-ahead prepares the next batches), the worker process's CPU time per batch
+    """``{"host_ms_per_batch", "host_ms_per_batch_mean", "serial_host_ms_per_batch",
+    "worker_ms_per_batch", "python_calls_per_batch", "main_calls_per_batch",
+    "host_waits_per_batch"}`` for one graph and batch size: main-thread CPU time
+    (``time.thread_time``, median and mean: with a look-ahead thread a few batches wait long
+    for the interpreter lock, which the median hides; the critical path while the look-ahead
+    prepares the next batches), the worker process's CPU time per batch
     (None with a thread), the whole host path of a batch on one thread (`serial_times`),
     and the calls of the whole path (`host_calls`) and of the main thread alone."""
     step, close, cuda = build_host_step(graph, batch_size, table, lookahead)
@@ -488,6 +490,7 @@ def measure(graph: str, batch_size: int, batches: int = 30, warmup: int = 3,
     finally:
         close()
     return {"host_ms_per_batch": round(1e3 * statistics.median(times), 3),
+            "host_ms_per_batch_mean": round(1e3 * statistics.mean(times), 3),
             "serial_host_ms_per_batch": round(1e3 * statistics.median(serial), 3),
             "worker_ms_per_batch": round(1e3 * statistics.median(worker), 3) if worker
             else None,
@@ -515,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         for b, r in per.items():
             worker = r.get("worker_ms_per_batch")
             print(f"{g:13s} batch {b:>3s}: {r['host_ms_per_batch']:7.3f} ms/batch main thread"
+                  f" (mean {r.get('host_ms_per_batch_mean', float('nan')):.3f})"
                   f" (worker {'-' if worker is None else f'{worker:.3f}'}, all on one thread "
                   f"{r['serial_host_ms_per_batch']:7.3f}), "
                   f"{r['python_calls_per_batch']:6d} Python calls "

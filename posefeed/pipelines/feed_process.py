@@ -330,16 +330,28 @@ class FeedProcess:
         """``(slot, n, views)`` of batch ``batch`` of ``epoch`` (``n`` samples; the views
         hold ``batch_size`` rows, the first ``n`` valid) once the child wrote it; frees the
         slot taken `hold` batches before."""
-        key = (int(epoch), int(batch))
-        self.seek(*key)
-        while len(self._held) >= self.hold:
-            self._send(FREE, self._gen, self._held.popleft(), doing="freeing a slot")
-        doing = f"preparing epoch {key[0]} batch {key[1]}"
-        msg = self._pending.popleft() if self._pending else self._next_msg(doing)
+        key = (epoch, batch)
+        if key != self._expect:
+            self.seek(epoch, batch)
+        held = self._held
+        if len(held) >= self.hold:
+            self._send_raw(_TO_CHILD.pack(FREE, self._gen, held.popleft(), 0), "freeing a slot")
+        if self._pending:
+            msg = self._pending.popleft()
+        else:                                # the message is most often there already
+            try:
+                n = self._sock.recv_into(self._msg)
+            except (BlockingIOError, InterruptedError):
+                n = -1
+            except OSError:
+                n = 0                        # the child is gone
+            msg = _TO_PARENT.unpack(self._msg) if n == len(self._msg) else None
+            if msg is None or msg[0] != BATCH or msg[1] != self._gen:
+                msg = self._next_msg(f"preparing epoch {epoch} batch {batch}", msg, n)
         if msg[0] == "error":
             self._failed(*msg[1:])
         _, _, slot, e, b, n, cpu = msg
-        if (e, b) != key:
+        if e != epoch or b != batch:
             self._expect = None
             raise PipelineError(f"the feed worker process sent epoch {e} batch {b}, expected "
                                 f"epoch {key[0]} batch {key[1]}")
@@ -348,9 +360,16 @@ class FeedProcess:
         self._expect = (e, b + 1) if b + 1 < self.num_batches else (e + 1, 0)
         return slot, n, self.views[slot]
 
-    def _next_msg(self, doing: str) -> tuple:
+    def _next_msg(self, doing: str, got: tuple | None = None, n: int = -1) -> tuple:
         """The child's next message of the current stream (older streams' are dropped: their
-        slots are free again anyway)."""
+        slots are free again anyway); ``got``, ``n``: a message read already and its size
+        (``n == 0``: end of file; -1: none)."""
+        if n == 0 or 0 < n < len(self._msg):
+            self._died(doing)
+        if got is not None and got[0] == ERROR:
+            text = self._recv_text(doing)
+            if got[1] == self._gen:
+                self._failed(got, text, doing)
         while True:
             msg = self._recv(doing)
             if msg[1] == self._gen:

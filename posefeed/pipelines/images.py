@@ -101,6 +101,11 @@ class ImageReader:
         return self._checked
 
     @property
+    def any_bad(self) -> bool:
+        """Some file is known to be bad."""
+        return bool(self._bad)
+
+    @property
     def bad(self) -> np.ndarray:
         """``(num_images,)`` bool: the file is known to be bad."""
         return self._bad_mask

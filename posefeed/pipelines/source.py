@@ -363,7 +363,9 @@ class BatchSource:
                 reading[1].exception()              # wait: it uses the reader
         if reader.frames is None and want and images is None:
             images = reader.get_many(first)         # reads and checks the files
-        if reader.bad[first].any() or not reader.checked[first].all():
+        # (cached frames were all checked when the cache was filled)
+        if (reader.frames is None or reader.any_bad) and (
+                reader.bad[first].any() or not reader.checked[first].all()):
             return self.prepare(epoch, index)       # replacements: on this thread (rare)
         if want and images is None:
             images = reader.get_many(first)         # cached frames (a ring's gather)

@@ -29,16 +29,25 @@ runs DALI's default ``exec_dynamic`` executor (`_ExecDynamic`), as the pipelines
 do, so its outputs are taken without a copy. The source runs with the GPU graph's spec (no
 ROI decode on the GPU path).
 
-Not timed (the same before and after the host-cost changes of issue 14): DALI's own
-Python around each fed input besides ``_prep_data_for_feed_input`` (the stream lookup in
-``Pipeline._feed_input``, a few us per input) and its C++ (the copy of fed parameters).
+Not timed: DALI's own work per fed input besides ``_prep_data_for_feed_input`` (the stream
+lookup in ``Pipeline._feed_input``, ~2 us, and ``SetExternalTLInput``'s C++: together ~18 us
+per input on this VM under load, docs/benchmarks.md), so trees that feed 14 parameter inputs
+are undercounted by ~0.2 ms a batch against those that feed them packed in 2.
 
-Median of ``--batches`` batches after warm-up of the main thread's CPU time; the feed's
-look-ahead thread prepares batch N+1 meanwhile (its CPU time is not in the median, its
-calls are in ``python_calls_per_batch``: the calls of one batch of the whole host path on
-one thread, ``sys.setprofile``, the look-ahead switched off for the count). Run:
-``python benchmarks/bench_host_cost.py [--json F] [--batches 30]``; it also runs against an
-older tree (``PYTHONPATH=TREE``) for before / after tables.
+Counted: the main thread's CPU time per batch (``time.thread_time``), median
+(``host_ms_per_batch``) and mean (``host_ms_per_batch_mean``) of ``--batches`` batches after
+warm-up. The look-ahead runs beside it as the GPU loader runs it: a worker process by default
+(``--lookahead process``; ``worker_ms_per_batch``: its CPU time per batch, measured in the
+worker with ``time.thread_time`` and reported with each batch; not on the main thread), or a
+thread (``--lookahead thread``, and trees before the worker process: its CPU time is not
+told apart). ``serial_host_ms_per_batch``: the whole host path of a batch on one thread (the
+look-ahead off: order, parameters, fields, images, feed, loader, targets).
+``python_calls_per_batch``: the calls of that whole path (``sys.setprofile``, look-ahead
+off); ``main_calls_per_batch``: the main thread's own calls with the look-ahead on. The file
+reads of the uncached graph run in the reader's threads and are not counted. Run:
+``python benchmarks/bench_host_cost.py [--json F] [--batches 30] [--lookahead L]``; it also
+runs against an older tree (``PYTHONPATH=TREE``, from outside the checkout) for before /
+after tables; `bench_host_cost_ab.py` alternates trees and modes.
 """
 from __future__ import annotations
 

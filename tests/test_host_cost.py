@@ -36,4 +36,7 @@ def test_host_calls_do_not_grow_with_the_batch(bench, table, graph):
     large = bench.measure(graph, 32, batches=2, warmup=2, table=table)
     grown = large["python_calls_per_batch"] - small["python_calls_per_batch"]
     assert grown < 32 - 8, (small, large)          # < one call per extra sample
+    # the main thread's own calls (the feed's worker process prepares the parameters)
+    main = large["main_calls_per_batch"] - small["main_calls_per_batch"]
+    assert main < 32 - 8 and large["main_calls_per_batch"] < large["python_calls_per_batch"]
     assert large["host_waits_per_batch"] == 0      # no device synchronisation per batch

@@ -181,8 +181,15 @@ class BatchSource:
         return self._plan(epoch)
 
     def seek(self, epoch: int, batch: int = 0) -> None:
-        """Position the stream at ``batch`` of ``epoch`` (drops a prepared batch)."""
+        """Position the stream at ``batch`` of ``epoch`` (drops a prepared batch, except
+        the worker's file reads for exactly that batch: the next epoch's first)."""
+        reading = self._reading
+        keep = reading is not None and reading[0] == (int(epoch), int(batch))
+        if keep:
+            self._reading = None
         self.cancel()
+        if keep:
+            self._reading = reading
         self._len = self._count_batches()
         self._epoch, self._next = int(epoch), int(batch)
         self.recent.clear()
@@ -373,7 +380,10 @@ class BatchSource:
             self._feed_of(views, n)
         if want:
             feed["images"] = images
-        nxt = worker.peek() if ahead and index + 1 < len(self) else None
+        # files are read ahead across an epoch's end too (`seek` keeps them); a ring's
+        # gather is not (one dropped would leave its slot counted as in use)
+        nxt = worker.peek() if ahead and (index + 1 < len(self) or reader.frames is None) \
+            else None
         if nxt is not None:                         # the next batch's images, ahead
             key, m, v = nxt
             ids = self.sample_image[v[IDS][:m]]

@@ -82,11 +82,12 @@ _MAX_MSG = 1 << 20
 
 # the child's first lines: the parent's sys.path (before anything of posefeed is imported),
 # then the worker (argv: the socket's and the two shared files' descriptors)
-_BOOT = ("import pickle, socket, sys\n"
+_BOOT = ("import pickle, socket, sys, time\n"
          "sock = socket.socket(fileno=int(sys.argv[1]))\n"
          "sys.path[:] = pickle.loads(sock.recv(1 << 20))\n"
+         "t0 = time.perf_counter()\n"
          "from posefeed.pipelines.feed_process import worker_main\n"
-         "worker_main(sock, int(sys.argv[2]), int(sys.argv[3]))\n")
+         "worker_main(sock, int(sys.argv[2]), int(sys.argv[3]), t0)\n")
 
 
 @dataclass(frozen=True)
@@ -222,8 +223,8 @@ class FeedProcess:
         self._send_raw(pickle.dumps((spec, self.fields, packing, tlayout, self.layout,
                                      self.slots)), "starting")
         kind, pid, _, _, _, _, import_s = self._recv("starting")
-        #: seconds from starting the child until it was ready (imports included), and the
-        #: child's own import time
+        #: seconds from starting the child until it was ready, and the child's own time from
+        #: before its imports (NumPy, the parameter code) to ready
         self.start_s = time.perf_counter() - t0
         self.child_import_s = import_s
         #: the heavy modules the child imported (none expected; `worker_modules`)
@@ -430,10 +431,11 @@ def worker_modules() -> list[str]:
 
 
 # -- the child --------------------------------------------------------------------------------
-def worker_main(sock: socket.socket, table_fd: int, slots_fd: int) -> None:
+def worker_main(sock: socket.socket, table_fd: int, slots_fd: int, t0: float | None = None
+                ) -> None:
     """The child's loop (see the module docstring); returns when the parent says stop or
-    closes the socket."""
-    t0 = time.perf_counter()
+    closes the socket. ``t0``: ``perf_counter`` before the worker's imports."""
+    t0 = time.perf_counter() if t0 is None else t0
 
     def send(kind, a=0, b=0, c=0, d=0, e=0, f=0.0):
         sock.sendall(_TO_PARENT.pack(kind, a, b, c, d, e, f))

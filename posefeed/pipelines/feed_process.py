@@ -206,6 +206,11 @@ class FeedProcess:
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", _BOOT, str(theirs.fileno()), str(t_fd), str(s_fd)],
                 pass_fds=(theirs.fileno(), t_fd, s_fd), stdin=subprocess.DEVNULL)
+        except OSError as e:
+            mine.close()
+            raise PipelineError(f"cannot start the feed worker process ({sys.executable!r}): "
+                                f"{e}; PoseLoader(lookahead='thread') prepares the batches in "
+                                f"a thread instead") from e
         finally:
             theirs.close()
             os.close(t_fd)

@@ -165,7 +165,9 @@ class BatchRing:
                 f"frame ring overrun: {self._fed - self._consumed} batches fed and not yet "
                 f"consumed, ring depth {self.depth}; DALI may still read every slot")
         n = len(image_ids)
-        slot = self.slots[self._fed % self.depth][:n]
+        slot = self.slots[self._fed % self.depth]
+        if n != self.batch_size:
+            slot = slot[:n]
         if self._fed >= self.depth and self._events:
             # the batch that last used this slot has been consumed: wait for it on the device
             ev = self._events.popleft()

@@ -10,7 +10,7 @@ buffers (its default, ``reuse_buffers=True``) and with new tensors every call
 (``reuse_buffers=False``), both on CPU tensors with its compiled kernel (numba; warmed up
 first, the first call's compile / cache-load time printed), and with ``--torch-path`` also its
 torch version (``kernel="numpy"``, what CUDA tensors run). Every call gets the next of 4 different keypoint batches (so kept
-buffers never hold the answer already); the three variants are timed round-robin within each
+buffers never hold the answer already); the variants are timed round-robin within each
 repeat (the machine's load drifts); outputs checked equal (<= 1e-5) first. Reported: the median
 wall time and its ratio, the ratio of the minima (the least disturbed calls, on a shared
 machine), and the ratio of the median CPU time of the process (``time.process_time``, all its threads:

@@ -232,3 +232,18 @@ def test_streaming_stores_at_every_alignment(w):
             kernels_dlc_cpu._stream_y(flat, start, h, w, ycp)
             expect[start:start + h * w] = np.repeat(col, w)
             np.testing.assert_array_equal(flat, expect)
+
+
+def test_normal_store_stand_in_writes_the_same(monkeypatch):
+    # a numba whose internals moved gets _copy8 instead of the non-temporal store: the
+    # streaming loops (run here as plain Python) then write the same values
+    monkeypatch.setattr(kernels_dlc_cpu, "_stream8", kernels_dlc_cpu._copy8_py)
+    row = np.arange(11, dtype=np.float32)
+    flat = np.zeros(3 * 11 + 9, np.float32)
+    kernels_dlc_cpu._stream_x_py(flat, 5, 3, 11, np.concatenate([row, row]))
+    np.testing.assert_array_equal(flat[5:38], np.tile(row, 3))
+    assert not flat[:5].any() and not flat[38:].any()
+    col = np.array([2.0, -1.0, 4.0], np.float32)
+    kernels_dlc_cpu._stream_y_py(flat, 5, 3, 11, np.repeat(np.append(col, 0), 8).astype(np.float32))
+    np.testing.assert_array_equal(flat[5:38], np.repeat(col, 11))
+    assert kernels_dlc_cpu._no_fence_py() is None

@@ -36,6 +36,16 @@ import numpy as np
 from posefeed.targets._numba import cpu_kernel, numba_or_none
 
 
+def _copy8_py(dst, i, src, j) -> None:
+    """``dst[i:i + 8] = src[j:j + 8]`` by normal stores (``stream8``'s stand-in)."""
+    for t in range(8):
+        dst[i + t] = src[j + t]
+
+
+def _no_fence_py() -> None:
+    """``store_fence``'s stand-in (normal stores need none)."""
+
+
 def _streaming_stores() -> tuple:
     """Two numba intrinsics, or ``(None, None)`` without numba: ``stream8(dst, i, src, j)``
     stores ``src[j:j + 8]`` (float32, any alignment) at ``dst[i:i + 8]`` (float32, 32-byte
@@ -49,9 +59,12 @@ def _streaming_stores() -> tuple:
     nb = numba_or_none()
     if nb is None:
         return None, None
-    from llvmlite import ir  # noqa: PLC0415 - numba's own dependency
-    from numba.core import cgutils, types  # noqa: PLC0415
-    from numba.extending import intrinsic  # noqa: PLC0415
+    try:
+        from llvmlite import ir  # noqa: PLC0415 - numba's own dependency
+        from numba.core import cgutils, types  # noqa: PLC0415
+        from numba.extending import intrinsic  # noqa: PLC0415
+    except ImportError:  # a numba whose internals moved: the same values by normal stores
+        return nb.njit(nogil=True)(_copy8_py), nb.njit(nogil=True)(_no_fence_py)
 
     @intrinsic
     def stream8(typingctx, dst, i, src, j):

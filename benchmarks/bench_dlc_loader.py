@@ -32,7 +32,7 @@ LEAVE_OUT: tuple[str, ...] = ()   # DeepLabCut's default recipe maps completely
 
 
 def run_variant(config: str, variant: str, steps: int, warmup: int,
-                torch_threads: int | None = None) -> dict:
+                torch_threads: int | None = None, num_threads: int | None = None) -> dict:
     import torch
 
     if torch_threads:      # the main process's intra-op threads (the generators' torch ops)
@@ -58,6 +58,7 @@ def run_variant(config: str, variant: str, steps: int, warmup: int,
         dropped: list[str] = []
     else:
         loaders = pf.make_loaders(config, device="cpu", ignore=LEAVE_OUT, batch_size=bs,
+                                  num_threads=num_threads,
                                   cache=None if variant.endswith("uncached") else "auto")
         assert loaders.cache == (None if variant.endswith("uncached") else "host"), loaders.cache
         loader, dropped = loaders.train, loaders.dropped
@@ -102,6 +103,9 @@ def main() -> None:
     ap.add_argument("--torch-threads", type=int, default=0,
                     help="torch.set_num_threads in the main process of every variant (0: torch's "
                          "default, one per core)")
+    ap.add_argument("--num-threads", type=int, default=0,
+                    help="posefeed's loader threads (make_loaders num_threads; 0: its default, "
+                         "the CPUs)")
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help=f"comma-separated, of {', '.join(VARIANTS)} (the ratios need the "
                          "first two)")
@@ -109,14 +113,15 @@ def main() -> None:
     args = ap.parse_args()
     if args.variant:
         print(json.dumps(run_variant(args.config, args.variant, args.steps, args.warmup,
-                                     args.torch_threads or None)))
+                                     args.torch_threads or None, args.num_threads or None)))
         return
     rows = []
     load = os.getloadavg()
     for v in args.variants.split(","):
         out = subprocess.run([sys.executable, __file__, args.config, "--steps", str(args.steps),
                               "--warmup", str(args.warmup), "--variant", v,
-                              "--torch-threads", str(args.torch_threads)],
+                              "--torch-threads", str(args.torch_threads),
+                              "--num-threads", str(args.num_threads)],
                              capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)

@@ -13,7 +13,7 @@ per pixel and channel from a Walker alias table (Vose's construction in integers
 buckets of ``2**23``, the masses ``round(2**32 P(K <= k))`` differenced, so the sampler's
 probabilities are those masses over ``2**32`` exactly, each within ``2**-32`` of the closed
 form) and adds it through a clipping table: no floats and no data-dependent branches (a
-select on random data compiled to a branch cost 2x), 1.3-1.5x less CPU than ``cv2.randn`` +
+select on random data compiled to a branch cost 2x), 1.2-1.5x less CPU than ``cv2.randn`` +
 float add + clip + cast on a 448x448x3 crop (docs/benchmarks.md).
 
 The 32-bit uniforms come from a counter-based generator: value ``i`` of a sample (C order)

@@ -134,3 +134,32 @@ def test_bad_input_is_a_clear_error():
         gauss_noise(np.zeros((4, 4, 3), np.float32), 10.0, 1)
     with pytest.raises(ValueError, match="std must be > 0"):
         gauss_noise(np.zeros((4, 4, 3), np.uint8), 0.0, 1)
+
+
+def test_stage_noise_is_the_kernel_with_numba_and_opencv_without(monkeypatch):
+    img = np.random.default_rng(6).integers(0, 256, (40, 30, 3)).astype(np.uint8)
+    if pn.numba_or_none() is not None:
+        np.testing.assert_array_equal(pn.stage_gauss_noise(img, 7.0, 3),
+                                      gauss_noise(img, 7.0, 3, kernel="numba"))
+    monkeypatch.setattr(pn, "numba_or_none", lambda: None)
+    np.testing.assert_array_equal(pn.stage_gauss_noise(img, 7.0, 3),
+                                  pn.gauss_noise_opencv(img, 7.0, 3))
+
+
+@pytest.mark.parametrize("s", (3.0, 12.75))
+def test_opencv_fallback_has_the_same_closed_form(s):
+    """``cv2.randn`` + float32 add, clip, truncation: on flat 128 the moments of
+    ``floor(n)`` (mean ~ -1/2, variance ``s**2 + 1/12``), clipping at x = 3 as
+    ``Phi(-2 / s)``; reproducible per seed."""
+    phi = lambda z: 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))  # noqa: E731
+    d = pn.gauss_noise_opencv(np.full((256, 256, 3), 128, np.uint8), s, 9).astype(np.float64) - 128
+    ks = np.arange(-int(9 * s) - 1, int(9 * s) + 1)
+    p = floor_pmf(s, ks)
+    mean = (ks * p).sum()
+    var = ((ks - mean) ** 2 * p).sum()
+    assert abs(d.mean() - mean) < 5 * math.sqrt(var / d.size)
+    assert abs(d.var() - var) < 6 * var * math.sqrt(2 / d.size)
+    out = pn.gauss_noise_opencv(np.full((200, 200, 3), 3, np.uint8), s, 4)
+    q = phi(-2 / s)
+    assert abs((out == 0).mean() - q) < 5 * math.sqrt(q * (1 - q) / out.size)
+    np.testing.assert_array_equal(out, pn.gauss_noise_opencv(np.full((200, 200, 3), 3, np.uint8), s, 4))

@@ -7,8 +7,9 @@ border) -> YOLOX HSV (``cvtColor`` to HSV, per-channel LUT, back; exact, not the
 approximation the DALI ``hsv`` path uses) -> ``blur`` (box) -> ``medianBlur`` -> motion blur
 (``filter2D`` with the sampled line kernel, albumentations ``MotionBlur``) -> one dropout hole
 filled with 0 -> Gaussian noise (albumentations ``GaussNoise``: `pixel_noise.gauss_noise`,
-``clip(x + floor(n), 0, 255)`` drawn in integers from the exact distribution of ``floor(n)``,
-seeded per sample from the batch's parameters, so a batch is reproducible on any thread). The same parameters drive the DALI-op
+``clip(x + floor(n), 0, 255)`` drawn in integers from the exact distribution of ``floor(n)``
+by a numba kernel, or ``cv2.randn`` without numba; seeded per sample from the batch's
+parameters, so a batch is reproducible on any thread). The same parameters drive the DALI-op
 path (GPU, or ``cpu_backend="dali"``).
 
 Crop ahead: DALI runs CPU operators one after another, so a batch stage that does the OpenCV
@@ -25,7 +26,7 @@ from itertools import count
 
 import numpy as np
 
-from posefeed.pipelines.pixel_noise import gauss_noise
+from posefeed.pipelines.pixel_noise import stage_gauss_noise as gauss_noise
 
 
 def hsv_luts(hue_gain: np.ndarray, saturation_gain: np.ndarray,

@@ -273,3 +273,17 @@ def test_window_runs_fallback_writes_the_same(monkeypatch):
     for _ in range(2):
         kp = random_keypoints(rng, 2, 2, 3, 2, hw)
         assert_matches(call(gen, kp, 2, hw), dlc_heatmap_loop(kp, 2, hw, 3))
+
+
+def test_without_numba_auto_runs_the_torch_version(monkeypatch):
+    # kernel="auto" on a machine without numba: the torch version, same targets;
+    # kernel="numba" there says how to install it
+    from posefeed.targets import _numba, kernels_dlc_cpu
+
+    monkeypatch.setattr(_numba, "numba_or_none", lambda: None)
+    monkeypatch.setattr(kernels_dlc_cpu, "dlc_heatmap_targets", None)   # as without numba
+    rng = np.random.default_rng(8)
+    kp = random_keypoints(rng, 2, 2, 3, 4, (20, 30))
+    assert_matches(call(DLCHeatmapTargets(3, 17), kp, 4, (20, 30)), dlc_heatmap_loop(kp, 4, (20, 30), 3))
+    with pytest.raises(ImportError, match="posefeed\\[cpu\\]"):
+        DLCHeatmapTargets(3, 17, kernel="numba")

@@ -109,7 +109,9 @@ def test_dekr_kernel_matches_array_version_and_dlc_loop(stride, size, n, spread)
         assert (ref["offset_weight"] > 0).sum() > 20
         got = fast.encode(x, area=area)
         dekr_check(got, ref, 1e-6)  # the separable window: <= 3e-7 (DEKR._windows)
-        dekr_check(got, arr.encode(x, area=area), 3e-7)  # libm's expf vs NumPy's exp
+        # the same separable product; libm's expf vs NumPy's SIMD exp (a few ulp each; 2.4e-7
+        # measured): 5e-7 leaves room for NumPy's other SIMD paths on other CPUs
+        dekr_check(got, arr.encode(x, area=area), 5e-7)
         dekr_check(given.encode(dekr_centers(x), area=area), ref, 1e-6)
 
 

@@ -115,7 +115,8 @@ class DEKR(Codec):
     one area per cell) over only each window and square, the cleaning, centres and default
     areas included; window values are the same separable product (they differ from the
     array version's only by the ``exp`` implementations, numba's libm ``expf`` and NumPy's
-    SIMD one: <= 2 float32 ulp); kept buffers clear the previous call's windows and squares.
+    SIMD one, each within a few ulp of exp: 2.4e-7 apart at most measured, tested <= 5e-7);
+    kept buffers clear the previous call's windows and squares.
 
     Args:
         num_joints: ``K``, keypoints per instance (without the centre).

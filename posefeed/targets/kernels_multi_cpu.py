@@ -7,7 +7,7 @@ overlap bookkeeping is needed: later animals simply overwrite, as in DeepLabCut.
 
 Without numba (``cpu_kernel`` returns None) the codecs run their vectorised NumPy version;
 the two give the same outputs (PAF: equal; DEKR: the same separable window Gaussian, with
-libm's ``expf`` here and NumPy's SIMD ``exp`` there: <= 2 float32 ulp apart). The kernels are
+libm's ``expf`` here and NumPy's SIMD ``exp`` there: 2.4e-7 apart at most measured). The kernels are
 module-level so numba's disk cache (``cache=True``) keeps their machine code between runs.
 
 Buffers are float32 C-contiguous; the bookkeeping arrays are int32:

@@ -4,7 +4,8 @@ crowded synthetic labels (3-5 animals overlapping, v in {-1, 0, 2}, keypoints le
 map) at strides 2, 4 and 8, and on the batches DeepLabCut's own data pipeline makes from the
 multi-animal synthetic project (``make_synthetic(animals=3)`` -> ``create_training_dataset``
 -> DLC's DataLoader, DEKR's centre keypoints and areas included). <= 1e-5, same dtypes,
-shapes and devices."""
+shapes and devices; the generator parities on both CPU implementations (the compiled kernel,
+the default, and ``kernel="numpy"``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -38,11 +39,13 @@ def crowd(seed, b=3, n=4, k=6, image_hw=(128, 160)):
     return np.concatenate([xy, v], -1).astype(np.float32)
 
 
+@pytest.mark.parametrize("kernel", ["auto", "numpy"])  # the compiled kernel (default), the array version
 @pytest.mark.parametrize("stride", [2, 4, 8])
 @pytest.mark.parametrize("width", [20.0, 7.0])
-def test_paf_matches_deeplabcut(stride, width):
+def test_paf_matches_deeplabcut(stride, width, kernel):
     dlc = TARGET_GENERATORS.build(dict(type="PartAffinityFieldGenerator", graph=GRAPH, width=width))
-    pf = TARGET_GENERATORS.build(dict(type="PosefeedPartAffinityFieldGenerator", graph=GRAPH, width=width))
+    pf = TARGET_GENERATORS.build(dict(type="PosefeedPartAffinityFieldGenerator", graph=GRAPH, width=width,
+                                      kernel=kernel))
     for seed in range(3):
         kp = crowd(seed + 10 * stride)
         h, w = 128 // stride, 160 // stride
@@ -51,13 +54,15 @@ def test_paf_matches_deeplabcut(stride, width):
         ref = dlc(stride, outputs, labels)
         assert ref["paf"]["target"].abs().sum() > 0
         assert_same(pf(stride, outputs, labels), ref)
+        assert pf.targets.codec(stride, (w, h))._cpu_kernel is (kernel == "auto")  # numba: a DLC dependency
 
 
+@pytest.mark.parametrize("kernel", ["auto", "numpy"])
 @pytest.mark.parametrize("stride", [2, 4, 8])
-def test_dekr_matches_deeplabcut(stride):
+def test_dekr_matches_deeplabcut(stride, kernel):
     dlc = TARGET_GENERATORS.build(dict(type="DEKRGenerator", num_joints=6, pos_dist_thresh=17, bg_weight=0.1))
     pf = TARGET_GENERATORS.build(dict(type="PosefeedDEKRGenerator", num_joints=6, pos_dist_thresh=17,
-                                      bg_weight=0.1))
+                                      bg_weight=0.1, kernel=kernel))
     rng = np.random.default_rng(stride)
     for seed in range(3):
         kp = crowd(seed + 10 * stride, n=5)
@@ -69,6 +74,7 @@ def test_dekr_matches_deeplabcut(stride):
         ref = dlc(stride, outputs, labels)
         assert ref["offset"]["weights"].abs().sum() > 0
         assert_same(pf(stride, outputs, labels), ref)
+        assert pf.targets.codec(stride, (w, h))._cpu_kernel is (kernel == "auto")  # numba: a DLC dependency
 
 
 def switched(cfg):

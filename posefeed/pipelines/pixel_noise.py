@@ -208,7 +208,7 @@ def gauss_noise_opencv(image: np.ndarray, std: float, seed: int) -> np.ndarray:
 
 def stage_gauss_noise(image: np.ndarray, std: float, seed: int) -> np.ndarray:
     """The OpenCV stage's noise: `gauss_noise`'s compiled kernel when numba imports, else
-    `gauss_noise_opencv` (its NumPy version is ~5x slower than ``cv2.randn``; the two have
+    `gauss_noise_opencv` (its NumPy version is 5-20x slower than ``cv2.randn``; the two have
     the same distribution, a seed gives other bytes)."""
     if numba_or_none() is not None:
         return gauss_noise(image, std, seed, kernel="numba")

@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -235,3 +236,20 @@ def make_loader(table: PoseTable, *, input_size: tuple[int, int], seed: int, dev
     other keyword go to the loader."""
     return PoseLoader(table, kw.pop("codecs", []), input_size=input_size, seed=seed,
                       device=device, num_threads=num_threads, batch_size=batch_size, **kw)
+
+
+def both_cpu_kernels(module):
+    """An autouse fixture (assign it to a name in a test module) that runs every test of that
+    module on both CPU implementations of the codec in ``module``: the vectorised array
+    version and the compiled numba kernel (skipped without numba), by patching the module's
+    ``_use_cpu_kernel``; the fixture's value is the implementation's name."""
+
+    @pytest.fixture(autouse=True, params=["numpy", "numba"])
+    def kernel(request, monkeypatch):
+        if request.param == "numba":
+            pytest.importorskip("numba")
+        monkeypatch.setattr(module, "_use_cpu_kernel", lambda kernel: request.param == "numba")
+        return request.param
+
+    return kernel
+

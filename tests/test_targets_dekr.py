@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import posefeed.targets.dekr
+from helpers import both_cpu_kernels
 from oracles import dekr_centers, dekr_loop
 from posefeed.targets import DEKR
 from posefeed.targets.dekr import keypoint_areas
@@ -18,14 +19,7 @@ from posefeed.targets.dekr import keypoint_areas
 SIG = 17 / 2 / 4  # keypoint sigma at stride 4, cells
 
 
-@pytest.fixture(autouse=True, params=["numpy", "numba"])
-def kernel(request, monkeypatch):
-    """Every test here runs on both CPU implementations: the vectorised array version and
-    the compiled kernel (posefeed.targets.kernels_multi_cpu; skipped without numba)."""
-    if request.param == "numba":
-        pytest.importorskip("numba")
-    monkeypatch.setattr(posefeed.targets.dekr, "_use_cpu_kernel", lambda kernel: request.param == "numba")
-    return request.param
+kernel = both_cpu_kernels(posefeed.targets.dekr)
 
 
 def kp(*animals):

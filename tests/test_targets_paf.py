@@ -10,18 +10,12 @@ import numpy as np
 import pytest
 
 import posefeed.targets.paf
+from helpers import both_cpu_kernels
 from oracles import paf_loop
 from posefeed.targets import PartAffinityField
 
 
-@pytest.fixture(autouse=True, params=["numpy", "numba"])
-def kernel(request, monkeypatch):
-    """Every test here runs on both CPU implementations: the vectorised array version and
-    the compiled kernel (posefeed.targets.kernels_multi_cpu; skipped without numba)."""
-    if request.param == "numba":
-        pytest.importorskip("numba")
-    monkeypatch.setattr(posefeed.targets.paf, "_use_cpu_kernel", lambda kernel: request.param == "numba")
-    return request.param
+kernel = both_cpu_kernels(posefeed.targets.paf)
 
 
 def kp(*animals):

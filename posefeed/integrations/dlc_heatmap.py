@@ -362,12 +362,7 @@ class DLCHeatmapTargets:
         g_kp = self._groups(keypoints, individual_ids, batch_size, device).contiguous()
         b, g, m, _ = g_kp.shape
         c = self.num_heatmaps
-        if g > c:
-            what = "keypoints" if self.heatmap_mode == "keypoint" else "individuals"
-            raise ValueError(f"{g} heatmap groups ({what}) but num_heatmaps = {c}")
-        h, w = int(size[0]), int(size[1])
-        stride = float(stride)
-        geo = self._geometry(h, w, stride, device)
+        h, w, stride, geo = self._checked_geometry(g, size, stride, device)
         x, y, v = g_kp.unbind(-1)  # (B, G, M) float64
         pos = g_kp[..., :2]  # (B, G, M, 2) (x, y)
         pos_c = torch.nan_to_num(pos)  # for window arithmetic only (NaN is never inside)
@@ -456,6 +451,16 @@ class DLCHeatmapTargets:
         picked = kp[np.arange(b)[:, None], src.clip(min=0)]
         return np.ascontiguousarray(np.where((src >= 0)[:, :, None, None], picked, -1.0))
 
+    def _checked_geometry(self, g: int, size: tuple[int, int], stride: float,
+                          device: torch.device) -> tuple[int, int, float, Any]:
+        """``(H, W, stride, geometry)`` for ``g`` heatmap groups on a ``size`` map; a clear
+        error when the groups outnumber ``num_heatmaps``."""
+        if g > self.num_heatmaps:
+            what = "keypoints" if self.heatmap_mode == "keypoint" else "individuals"
+            raise ValueError(f"{g} heatmap groups ({what}) but num_heatmaps = {self.num_heatmaps}")
+        h, w, stride = int(size[0]), int(size[1]), float(stride)
+        return h, w, stride, self._geometry(h, w, stride, device)
+
     def _encode_compiled(self, keypoints: Any, stride: float, size: tuple[int, int],
                          individual_ids: Any, batch_size: int | None
                          ) -> dict[str, dict[str, torch.Tensor]]:
@@ -465,12 +470,7 @@ class DLCHeatmapTargets:
         g_kp = self._groups_np(keypoints, individual_ids, batch_size)
         b, g, m, _ = g_kp.shape
         c = self.num_heatmaps
-        if g > c:
-            what = "keypoints" if self.heatmap_mode == "keypoint" else "individuals"
-            raise ValueError(f"{g} heatmap groups ({what}) but num_heatmaps = {c}")
-        h, w = int(size[0]), int(size[1])
-        stride = float(stride)
-        geo = self._geometry(h, w, stride, device)
+        h, w, stride, geo = self._checked_geometry(g, size, stride, device)
         if geo.gx_np is None:
             geo.gx_np, geo.gy_np = geo.gx.numpy(), geo.gy.numpy()
         buf, fresh = self._outputs(b, g, h, w, device)

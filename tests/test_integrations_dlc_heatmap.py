@@ -287,3 +287,14 @@ def test_without_numba_auto_runs_the_torch_version(monkeypatch):
     assert_matches(call(DLCHeatmapTargets(3, 17), kp, 4, (20, 30)), dlc_heatmap_loop(kp, 4, (20, 30), 3))
     with pytest.raises(ImportError, match="posefeed\\[cpu\\]"):
         DLCHeatmapTargets(3, 17, kernel="numba")
+
+
+def test_keypoint_shapes_other_than_dlcs_are_refused(make):
+    gen = make(2, 17)
+    outputs = {"heatmap": torch.zeros(1, 2, 4, 4), "locref": torch.zeros(1, 4, 4, 4)}
+    with pytest.raises(ValueError, match=r"\(B, N, K, 3\) or \(B, K, 3\)"):
+        gen(4, outputs, {"keypoints": torch.zeros(1, 1, 2, 2)})      # no visibility column
+    with pytest.raises(ValueError, match="batch 2 but the outputs 1"):
+        gen(4, outputs, {"keypoints": torch.zeros(2, 1, 2, 3)})
+    single = gen(4, outputs, {"keypoints": torch.zeros(1, 2, 3)})    # (B, K, 3): one animal
+    assert tuple(single["heatmap"]["target"].shape) == (1, 2, 4, 4)

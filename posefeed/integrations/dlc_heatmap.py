@@ -322,14 +322,7 @@ class DLCHeatmapTargets:
                 device: torch.device) -> torch.Tensor:
         """``(B, G, M, 3)`` float64: heatmap groups ``G`` and their members ``M``."""
         kp = torch.as_tensor(keypoints).to(device=device, dtype=torch.float64)
-        if kp.dim() == 3:  # single animal: (B, K, 3)
-            kp = kp.reshape(kp.shape[0] if batch_size is None else batch_size, 1, *kp.shape[1:])
-        if kp.dim() != 4 or kp.shape[-1] < 3:
-            raise ValueError(f"keypoints must be (B, N, K, 3) or (B, K, 3) (x, y, v); "
-                             f"got shape {tuple(kp.shape)}")
-        kp = kp[..., :3]
-        if batch_size is not None and kp.shape[0] != batch_size:
-            raise ValueError(f"keypoints have batch {kp.shape[0]} but the outputs {batch_size}")
+        kp = kp.reshape(_members_shape(tuple(kp.shape), batch_size))[..., :3]
         if self.heatmap_mode == "keypoint":
             return kp.transpose(1, 2)  # (B, K, N, 3)
         # individual mode: row n of sample b goes to slot individual_ids[b, n] (if >= 0),
@@ -425,14 +418,7 @@ class DLCHeatmapTargets:
         if isinstance(keypoints, torch.Tensor):
             keypoints = keypoints.detach().cpu().numpy()
         kp = np.asarray(keypoints, dtype=np.float64)
-        if kp.ndim == 3:  # single animal: (B, K, 3)
-            kp = kp.reshape(kp.shape[0] if batch_size is None else batch_size, 1, *kp.shape[1:])
-        if kp.ndim != 4 or kp.shape[-1] < 3:
-            raise ValueError(f"keypoints must be (B, N, K, 3) or (B, K, 3) (x, y, v); "
-                             f"got shape {tuple(kp.shape)}")
-        kp = kp[..., :3]
-        if batch_size is not None and kp.shape[0] != batch_size:
-            raise ValueError(f"keypoints have batch {kp.shape[0]} but the outputs {batch_size}")
+        kp = kp.reshape(_members_shape(kp.shape, batch_size))[..., :3]
         if self.heatmap_mode == "keypoint":
             return np.ascontiguousarray(kp.transpose(0, 2, 1, 3))  # (B, K, N, 3)
         if isinstance(individual_ids, torch.Tensor):
@@ -738,3 +724,17 @@ class DLCHeatmapTargets:
                              lx=torch.masked_select(lx[:, :, j, None, :], ins),
                              ly=torch.masked_select(ly[:, :, j, :, None], ins)))
         return out
+
+
+def _members_shape(shape: tuple[int, ...], batch_size: int | None) -> tuple[int, ...]:
+    """The ``(B, N, K, C)`` shape that keypoints of ``shape`` ((B, N, K, C) or single-animal
+    (B, K, C), C >= 3: x, y, v) are read as; a clear error for any other shape or a batch
+    that differs from the outputs' ``batch_size``."""
+    if len(shape) == 3:  # single animal: (B, K, 3)
+        shape = (shape[0] if batch_size is None else batch_size, 1, *shape[1:])
+    if len(shape) != 4 or shape[-1] < 3:
+        raise ValueError(f"keypoints must be (B, N, K, 3) or (B, K, 3) (x, y, v); "
+                         f"got shape {tuple(shape)}")
+    if batch_size is not None and shape[0] != batch_size:
+        raise ValueError(f"keypoints have batch {shape[0]} but the outputs {batch_size}")
+    return shape

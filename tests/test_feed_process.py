@@ -131,6 +131,28 @@ def _running(pid: int) -> bool:
     return True
 
 
+def test_ctrl_c_is_the_parents_to_handle_not_the_workers(table):
+    """A terminal's Ctrl-C reaches the whole process group: the worker ignores SIGINT, so a
+    training loop that catches KeyboardInterrupt (to save a checkpoint) keeps its feed."""
+    src = BatchSource(table, spec(), ImageReader(table), lookahead="process")
+    ref = BatchSource(table, spec(), ImageReader(table), lookahead="off")
+    try:
+        src.seek(0)
+        ref.seek(0)
+        same(plain(src()), plain(ref()))
+        pid = src._worker.pid
+        os.kill(pid, signal.SIGINT)
+        time.sleep(0.3)
+        assert src._worker._proc.poll() is None
+        src.seek(0, 1)
+        ref.seek(0, 1)
+        same(plain(src()), plain(ref()))
+        assert src._worker.pid == pid
+    finally:
+        src.close()
+        ref.close()
+
+
 def test_close_gc_crash_error_and_stall_end_cleanly(table):
     shm = set(os.listdir("/dev/shm"))
     s = spec(schedule=[(0, AugmentConfig()), (1, "not a config")])   # epoch 1 fails
@@ -159,16 +181,21 @@ def test_close_gc_crash_error_and_stall_end_cleanly(table):
     src.seek(0, 2)                      # the same worker serves the next stream
     ref.seek(0, 2)
     same(plain(src()), plain(ref()))
-    # a stalled child: a timeout, not a hang
+    # a stalled child: a timeout, not a hang; it is stopped, and the next iteration starts a
+    # fresh one with the same numbers
     worker = src._worker
     worker.timeout = 1.0
-    os.kill(worker.pid, signal.SIGSTOP)
-    try:
-        src.seek(0, 0)
-        with pytest.raises(PipelineError, match="sent nothing in 1 s"):
-            src()
-    finally:
-        os.kill(worker.pid, signal.SIGCONT)
+    stalled = worker.pid
+    os.kill(stalled, signal.SIGSTOP)
+    src.seek(0, 0)
+    with pytest.raises(PipelineError, match="sent nothing in 1 s.*it was stopped"):
+        src()
+    assert worker.closed and not _running(stalled)
+    src.seek(0, 2)
+    ref.seek(0, 2)
+    same(plain(src()), plain(ref()))
+    worker = src._worker
+    assert worker.pid != stalled
     # close() stops it
     pid = worker.pid
     src.close()

@@ -122,6 +122,9 @@ def test_whole_pixel_windows_are_what_warp_affine_gives(channels):
     assert [integer_shift(a) for a in affines] == shifts
     assert integer_shift(np.array([[1, 0, 3.5], [0, 1, 2]])) is None
     assert integer_shift(np.array([[1, 1e-3, 3], [0, 1, 2]])) is None
+    # a NaN / inf entry is no shift (the warp takes it, as before the copy path)
+    assert integer_shift(np.array([[1, 0, np.nan], [0, 1, 3]])) is None
+    assert integer_shift(np.array([[np.inf, 0, 3], [0, 1, 2]])) is None
     off = (np.zeros(n, bool), np.zeros(n, np.int32), np.zeros(n, np.int32))
     holes = np.tile(np.array([[0, 0, 5, 5]], np.int32), (n, 1))
     luts = list(hsv_luts(np.zeros(n), np.zeros(n), np.zeros(n)))

@@ -38,6 +38,7 @@ How:
 """
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import pickle
@@ -79,10 +80,16 @@ _TO_CHILD = struct.Struct("<4q")
 _TO_PARENT = struct.Struct("<6qd")
 #: the largest message (the pickled set-up, a traceback)
 _MAX_MSG = 1 << 20
+#: the end of a traceback the child sends (one SOCK_SEQPACKET message must fit the socket's
+#: send buffer, ~208 KiB by default on Linux: a longer one fails with EMSGSIZE)
+_MAX_TRACEBACK = 1 << 16
 
 # the child's first lines: the parent's sys.path (before anything of posefeed is imported),
 # then the worker (argv: the socket's and the two shared files' descriptors)
-_BOOT = ("import pickle, socket, sys, time\n"
+_BOOT = ("import pickle, signal, socket, sys, time\n"
+         # a terminal's Ctrl-C reaches the whole process group: the parent decides (the
+         # child ends when the parent closes the socket)
+         "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
          "sock = socket.socket(fileno=int(sys.argv[1]))\n"
          "sys.path[:] = pickle.loads(sock.recv(1 << 20))\n"
          "t0 = time.perf_counter()\n"
@@ -254,8 +261,11 @@ class FeedProcess:
         if self._proc.poll() is not None:
             self._died(doing)
         if time.monotonic() > deadline:
-            raise PipelineError(f"the feed worker process (pid {self.pid}) sent nothing in "
-                                f"{self.timeout:.0f} s while {doing}")
+            pid = self.pid
+            self._proc.kill()       # a stalled child is not reused: the next start is fresh
+            self._finalizer()
+            raise PipelineError(f"the feed worker process (pid {pid}) sent nothing in "
+                                f"{self.timeout:.0f} s while {doing}; it was stopped")
 
     def _recv(self, doing: str) -> tuple:
         """The child's next message (a tuple of `_TO_PARENT`); an error message of the
@@ -421,7 +431,12 @@ class FeedProcess:
                 return
             except (BlockingIOError, InterruptedError):
                 self._wait(doing, deadline, select.POLLOUT)
-            except OSError:
+            except OSError as e:
+                if e.errno == errno.EMSGSIZE:
+                    raise PipelineError(
+                        f"a message of {len(data)} bytes to the feed worker process is larger "
+                        f"than its socket takes, while {doing}; lookahead='thread' avoids the "
+                        f"worker") from e
                 self._died(doing)
 
     def close(self) -> None:
@@ -458,7 +473,7 @@ def worker_main(sock: socket.socket, table_fd: int, slots_fd: int, t0: float | N
         num_batches = len(plan)
     except Exception:  # noqa: BLE001 - reported to the parent
         send(ERROR, -1)
-        sock.sendall(traceback.format_exc().encode()[-_MAX_MSG // 2:])
+        sock.sendall(traceback.format_exc().encode()[-_MAX_TRACEBACK:])
         return
     send(READY, os.getpid(), f=time.perf_counter() - t0)
     sock.sendall(pickle.dumps(worker_modules()))
@@ -504,7 +519,7 @@ def worker_main(sock: socket.socket, table_fd: int, slots_fd: int, t0: float | N
         except Exception:  # noqa: BLE001 - reported to the parent, which raises it
             free.appendleft(slot)
             reply = (ERROR, gen, epoch, index, 0, 0, 0.0)
-            text = traceback.format_exc().encode()[-_MAX_MSG // 2:]
+            text = traceback.format_exc().encode()[-_MAX_TRACEBACK:]
             pos = None                    # nothing more until the next START
         try:
             send(*reply)

@@ -168,8 +168,9 @@ def integer_shift(affine: np.ndarray) -> tuple[int, int] | None:
     with whole-pixel ``dx, dy`` (within `SHIFT_TOL`), else None."""
     a = np.asarray(affine, dtype=np.float64)
     d = np.rint(a[:, 2])
-    if (np.abs(a[:, :2] - np.eye(2)).max() > SHIFT_TOL
-            or np.abs(a[:, 2] - d).max() > SHIFT_TOL):
+    # "not <=": a NaN or inf entry is not a shift (the warp handles it as before)
+    if not (np.abs(a[:, :2] - np.eye(2)).max() <= SHIFT_TOL
+            and np.abs(a[:, 2] - d).max() <= SHIFT_TOL):
         return None
     return int(d[0]), int(d[1])
 

@@ -450,12 +450,16 @@ def pad_with_mean(image: torch.Tensor, affine: np.ndarray, sizes: np.ndarray) ->
     b, _, h, w = image.shape
     corners = np.array([[0, w - 1, 0, w - 1], [0, 0, h - 1, h - 1], [1, 1, 1, 1]], np.float64)
     colour = None
+    ones: dict[tuple[int, int], np.ndarray] = {}     # the frame mask, once per frame size
     for i in range(b):
         fw, fh = (int(v) for v in sizes[i])
         x, y = np.asarray(affine[i], np.float64) @ corners
         if x.min() >= 0 and y.min() >= 0 and x.max() <= fw - 1 and y.max() <= fh - 1:
             continue
-        inside = cv2.warpAffine(np.ones((fh, fw), np.float32), np.asarray(affine[i], np.float64),
+        mask = ones.get((fh, fw))
+        if mask is None:
+            mask = ones[(fh, fw)] = np.ones((fh, fw), np.float32)
+        inside = cv2.warpAffine(mask, np.asarray(affine[i], np.float64),
                                 (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
         if colour is None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gc
 import os
+import resource
+import select
 import signal
 import time
 
@@ -15,7 +17,7 @@ import pytest
 import torch
 from nvidia.dali.tensors import TensorListCPU
 
-from posefeed.pipelines import AugmentConfig, PipelineError
+from posefeed.pipelines import AugmentConfig, PipelineError, feed_process
 from posefeed.pipelines.graph import GraphSpec, graph_fields, graph_params
 from posefeed.pipelines.images import ImageReader
 from posefeed.pipelines.source import FIELDS, BatchSource, SourceSpec
@@ -213,6 +215,63 @@ def test_close_gc_crash_error_and_stall_end_cleanly(table):
     assert proc.returncode is not None
     ref.close()
     assert set(os.listdir("/dev/shm")) <= shm          # nothing named, nothing left
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_failed_shared_file_leaks_no_descriptor(table, monkeypatch):
+    """The second shared file failing (memory, limits) closes the first one's descriptor."""
+    real, calls = feed_process._shared, []
+
+    def second_fails(nbytes, name):
+        calls.append(name)
+        if len(calls) == 2:
+            raise OSError(12, "Cannot allocate memory")
+        return real(nbytes, name)
+
+    monkeypatch.setattr(feed_process, "_shared", second_fails)
+    src = BatchSource(table, spec(), ImageReader(table), lookahead="process")
+    before = _open_fds()
+    with pytest.raises(OSError, match="allocate"):
+        src.worker()
+    assert len(calls) == 2 and _open_fds() == before
+    src.close()
+
+
+def test_the_worker_waits_on_descriptors_above_1024(table):
+    """A training process with many files open (DataLoader workers, logs, sockets) gets
+    descriptors above FD_SETSIZE = 1024, which ``select.select`` refuses (ValueError): both
+    waits (a message in, room to send) go through ``poll``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < 1200")
+    if soft != resource.RLIM_INFINITY and soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    filler = []
+    try:
+        while len(filler) < 1100 and (not filler or filler[-1] < 1030):
+            filler.append(os.open(os.devnull, os.O_RDONLY))
+        src = BatchSource(table, spec(), ImageReader(table), lookahead="process")
+        ref = BatchSource(table, spec(), ImageReader(table), lookahead="off")
+        try:
+            src.seek(0)
+            ref.seek(0)
+            same(plain(src()), plain(ref()))
+            worker = src._worker
+            assert worker._sock.fileno() > 1024
+            worker._wait("testing", time.monotonic() + 5, select.POLLOUT)   # room to send
+            src.seek(0, 1)
+            ref.seek(0, 1)
+            same(plain(src()), plain(ref()))
+        finally:
+            src.close()
+            ref.close()
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_the_loader_with_a_worker_gives_the_same_batches(tmp_path):

@@ -144,8 +144,12 @@ def table_layout(tables: SampleTables) -> Layout:
 def _shared(nbytes: int, name: str) -> tuple[int, mmap.mmap]:
     """An anonymous shared file of ``nbytes`` and the parent's mapping of it."""
     fd = os.memfd_create(name)
-    os.ftruncate(fd, nbytes)
-    return fd, mmap.mmap(fd, nbytes)
+    try:
+        os.ftruncate(fd, nbytes)
+        return fd, mmap.mmap(fd, nbytes)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _write(layout: Layout, buf: mmap.mmap, tables: SampleTables) -> None:
@@ -200,7 +204,12 @@ class FeedProcess:
         self.num_batches = len(Plan(tables.num_samples, spec))
         tlayout = table_layout(tables)
         t_fd, t_buf = _shared(tlayout.nbytes, "posefeed-feed-table")
-        s_fd, self._buf = _shared(self.slots * self.layout.nbytes, "posefeed-feed-slots")
+        try:
+            s_fd, self._buf = _shared(self.slots * self.layout.nbytes, "posefeed-feed-slots")
+        except BaseException:
+            os.close(t_fd)
+            t_buf.close()
+            raise
         _write(tlayout, t_buf, tables)
         #: bytes of the table's arrays shared with the child (written once)
         self.table_bytes = tlayout.nbytes
@@ -225,8 +234,10 @@ class FeedProcess:
             t_buf.close()         # the child maps its own view; the parent keeps none
         self._sock = mine
         mine.setblocking(False)       # waits go through `_wait` (poll, with a timeout)
-        self._poller = select.poll()
+        self._poller = select.poll()      # poll, not select: any fd number (select: < 1024)
         self._poller.register(mine.fileno(), select.POLLIN)
+        self._out_poller = select.poll()
+        self._out_poller.register(mine.fileno(), select.POLLOUT)
         self._finalizer = weakref.finalize(self, _shutdown, self._proc, mine)
         self.pid = self._proc.pid
         self._msg = bytearray(_TO_PARENT.size)
@@ -252,10 +263,8 @@ class FeedProcess:
     def _wait(self, doing: str, deadline: float, events: int = select.POLLIN) -> None:
         """Wait until the socket has ``events`` (or `POLL_S`); a child that is gone, or no
         message before ``deadline``, raises `PipelineError`."""
-        if events == select.POLLIN:
-            ready = self._poller.poll(1e3 * POLL_S)
-        else:
-            ready = select.select([], [self._sock], [], POLL_S)[1]
+        poller = self._poller if events == select.POLLIN else self._out_poller
+        ready = poller.poll(1e3 * POLL_S)
         if ready:
             return
         if self._proc.poll() is not None:

@@ -6,6 +6,7 @@ built without ImageNet weights: no network here) and the project cut to its firs
 training and evaluation take a minute or two on 2 CPU cores."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -68,3 +69,81 @@ def test_cli_train_one_epoch(small_shuffle):
     assert "trained 1 epochs" in " ".join(r.output.split())
     assert (Path(small_shuffle).parent / "dlc-models-pytorch").exists()
     assert list(Path(small_shuffle).parent.glob("dlc-models-pytorch/**/snapshot-001.pt"))
+
+
+@pytest.fixture()
+def crowd_top_down(tmp_path) -> Path:
+    """A top-down shuffle of a synthetic 3-animal project (8 frames of 256x192), its pose
+    backbone switched to ResNet-18 as above, top_down_crop 64 x 64 (a fast CPU step)."""
+    from posefeed.datasets.synthetic import make_synthetic  # noqa: PLC0415 - posefeed's data
+
+    make_synthetic(tmp_path / "src", n_frames=8, n_keypoints=6, image_size=(256, 192), seed=5,
+                   animals=3)
+    config = make_shuffle(tmp_path / "src", tmp_path / "td", net_type="top_down_resnet_50")
+    path = pytorch_config_path(config)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["model"]["backbone"]["model_name"] = "resnet18"
+    cfg["model"]["backbone_output_channels"] = 512
+    for head in cfg["model"]["heads"].values():
+        for key in ("heatmap_config", "locref_config"):
+            if key in head:
+                head[key]["channels"][0] = 512
+    cfg["data"]["train"]["top_down_crop"] = {"width": 64, "height": 64}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return config
+
+
+TOP_DOWN_LEAVE_OUT = ("affine.top_down_rotation", "motion_blur.top_down", "gaussian_noise.top_down")
+
+
+def test_train_network_top_down_trains_the_detector_first_then_the_pose_model(crowd_top_down,
+                                                                              monkeypatch):
+    """The detector stage is DeepLabCut's own ``train`` (Task.DETECT, its run config with the
+    override, before the pose model); it is replaced by a recorder here because DeepLabCut's
+    detector always asks torchvision for pretrained weights (no network here). The pose
+    model then trains on posefeed's crops: the loss falls and the snapshot is written."""
+    import deeplabcut.pose_estimation_pytorch.apis.training as dlc_training
+    from deeplabcut.pose_estimation_pytorch.task import Task
+
+    from posefeed.integrations.deeplabcut import train_network
+
+    calls = []
+
+    def record(loader, run_config, task, **kw):
+        calls.append((task, run_config["train_settings"]["epochs"],
+                      run_config["train_settings"]["batch_size"],
+                      list(Path(loader.model_folder).glob("snapshot-*.pt"))))
+
+    monkeypatch.setattr(dlc_training, "train", record)
+    loaders = train_network(crowd_top_down, epochs=2, batch_size=4, device="cpu",
+                            pretrained=False, ignore=TOP_DOWN_LEAVE_OUT, loader_device="cpu",
+                            detector_epochs=3, detector_batch_size=2)
+    assert calls == [(Task.DETECT, 3, 2, [])]               # first, before any pose snapshot
+    assert loaders.detector_trained
+    cfg = yaml.safe_load(pytorch_config_path(crowd_top_down).read_text())
+    assert cfg["detector"]["train_settings"]["epochs"] == 3     # saved back, as DeepLabCut does
+    batch = next(iter(loaders.train))
+    assert batch["image"].shape == (4, 3, 64, 64)            # crops around each instance
+    losses = loaders.history["train_loss"]
+    assert len(losses) == 2 and losses[1] < losses[0] and all(map(math.isfinite, losses))
+    assert (loaders.model_folder / "snapshot-002.pt").is_file()
+
+
+def test_train_network_detector_options(crowd_top_down, small_shuffle, monkeypatch):
+    import deeplabcut.pose_estimation_pytorch.apis.training as dlc_training
+
+    from posefeed.integrations.deeplabcut import train_network
+
+    calls = []
+    monkeypatch.setattr(dlc_training, "train", lambda *a, **kw: calls.append(kw))
+    # 0 detector epochs: the pose model only (as DeepLabCut)
+    loaders = train_network(crowd_top_down, epochs=1, batch_size=4, device="cpu",
+                            pretrained=False, ignore=TOP_DOWN_LEAVE_OUT, loader_device="cpu",
+                            detector_epochs=0)
+    assert calls == [] and not loaders.detector_trained
+    assert (loaders.model_folder / "snapshot-001.pt").is_file()
+    # a bottom-up shuffle has no detector: asking for one is an error, before any training
+    with pytest.raises(ValueError, match="detector_epochs.*bottom_up.*no detector"):
+        train_network(small_shuffle, epochs=1, device="cpu", pretrained=False,
+                      detector_epochs=2)
+    assert not list(Path(small_shuffle).parent.glob("dlc-models-pytorch/**/snapshot-*.pt"))

@@ -54,6 +54,9 @@ def train_cmd(
     no_pretrained: bool = typer.Option(False, "--no-pretrained",
                                        help="build the backbone without ImageNet weights (offline)"),
     input_size: str = typer.Option(None, help="train input WxH (default: the config's crop)"),
+    detector_epochs: int = typer.Option(None, help="top-down shuffles: the detector's epochs, "
+                                        "trained first by DeepLabCut (0: not trained; default: "
+                                        "the shuffle's config)"),
 ) -> None:
     """Train a DeepLabCut 3 shuffle with DeepLabCut's model, runner and snapshots, fed by
     posefeed's loaders and target generators (needs posefeed[deeplabcut])."""
@@ -69,8 +72,10 @@ def train_cmd(
     loaders = train_network(config, shuffle=shuffle, trainingsetindex=trainingsetindex,
                             epochs=epochs, batch_size=batch_size, device=device,
                             pretrained=not no_pretrained, augment=not no_augment, ignore=ignore,
-                            input_size=parse_size(input_size))
+                            input_size=parse_size(input_size), detector_epochs=detector_epochs)
     losses = loaders.history.get("train_loss", [])
     Console().print(f"trained {len(losses)} epochs (train loss {losses[0]:.4g} -> {losses[-1]:.4g}); "
                     f"snapshots in {loaders.model_folder}" if losses else
                     f"no epochs trained; model folder {loaders.model_folder}")
+    if loaders.detector_trained:
+        Console().print("the detector was trained first, by DeepLabCut")

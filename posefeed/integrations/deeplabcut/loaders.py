@@ -516,6 +516,8 @@ class Loaders:
     model_folder: Path
     dropped: list[str]
     history: dict = field(default_factory=dict)  # train_network: the runner's loss history
+    #: train_network: whether a top-down shuffle's detector was trained first (DeepLabCut's)
+    detector_trained: bool = False
     #: the decoded-frame cache the loaders have ("device", "host" or None)
     cache: str | None = None
 

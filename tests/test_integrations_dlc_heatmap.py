@@ -298,3 +298,39 @@ def test_keypoint_shapes_other_than_dlcs_are_refused(make):
         gen(4, outputs, {"keypoints": torch.zeros(2, 1, 2, 3)})
     single = gen(4, outputs, {"keypoints": torch.zeros(1, 2, 3)})    # (B, K, 3): one animal
     assert tuple(single["heatmap"]["target"].shape) == (1, 2, 4, 4)
+    with pytest.raises(ValueError, match="batch 2 but the outputs 1"):
+        gen(4, outputs, {"keypoints": torch.zeros(2, 2, 3)})         # (B, K, 3), other batch
+
+
+@pytest.mark.parametrize("t", [0, -3.0, float("nan"), float("inf")])
+def test_a_threshold_that_is_not_a_positive_distance_is_refused(t, make):
+    with pytest.raises(ValueError, match="pos_dist_thresh must be a finite number > 0"):
+        make(2, t)
+
+
+def test_visibility_is_the_last_column_as_in_deeplabcut(make):
+    """Keypoints with extra columns (x, y, extra, v): DeepLabCut reads ``keypoint[-1]`` as
+    the visibility; the oracle (the same rule) on the (x, y, v) columns."""
+    rng = np.random.default_rng(3)
+    kp = random_keypoints(rng, 2, 2, 3, 4, (12, 14))
+    extra = np.concatenate([kp[..., :2], np.full(kp.shape[:-1] + (1,), -1, np.float32),
+                            kp[..., 2:]], -1)                 # column 2 is -1 everywhere
+    ref = dlc_heatmap_loop(kp, 4, (12, 14), 3, pos_dist_thresh=9)
+    assert_matches(call(make(3, 9), extra, 4, (12, 14)), ref)
+    assert ref["heatmap"]["target"].max() > 0.9               # something was drawn
+
+
+def test_no_individuals_and_an_empty_batch(make):
+    """N = 0 (individual mode) and B = 0: DeepLabCut's empty targets (no map drawn: heatmaps
+    0, weights 1, locref 0 / 0), not a reduction error."""
+    gen = make(3, 9, heatmap_mode="individual")
+    got = call(gen, np.zeros((2, 0, 4, 3), np.float32), 4, (6, 7), ids=np.zeros((2, 0), np.int64))
+    f32 = np.float32
+    assert_matches(got, {"heatmap": {"target": np.zeros((2, 3, 6, 7), f32),
+                                     "weights": np.ones((2, 3, 6, 7), f32)},
+                         "locref": {"target": np.zeros((2, 6, 6, 7), f32),
+                                    "weights": np.zeros((2, 6, 6, 7), np.int64)}})
+    for mode in ("gaussian", "plateau"):
+        got = call(make(3, 9, mode=mode), np.zeros((0, 2, 3, 3), np.float32), 4, (6, 7))
+        assert tuple(got["heatmap"]["target"].shape) == (0, 3, 6, 7)
+        assert tuple(got["locref"]["weights"].shape) == (0, 6, 6, 7)

@@ -75,6 +75,9 @@ HEATMAP_MODES = ("keypoint", "individual")
 # is below GAUSS_EPS, and posefeed's 0 is within GAUSS_EPS of it: 10x inside the 1e-5 parity
 # tolerance (R = 5.26 sigma = 59.6 px at DeepLabCut's default pos_dist_thresh 17).
 GAUSS_EPS = 1.0e-6
+#: the keypoint columns read: x, y and the last one, the visibility (DeepLabCut's
+#: ``keypoint[..., :2]`` and ``keypoint[-1]``)
+XYV = [0, 1, -1]
 
 
 def heatmap_mode_name(mode: Any) -> str:
@@ -116,8 +119,8 @@ def window_span(radius: float, stride: float, size: int) -> int:
 def _runs(flat: torch.Tensor, span: int) -> torch.Tensor:
     """``flat`` seen as its ``(numel - span + 1, span)`` runs: row ``i`` is ``flat[i:i +
     span]`` (rows overlap in memory; only rows that do not overlap each other are indexed
-    together below)."""
-    return flat.as_strided((flat.numel() - span + 1, span), (1, 1))
+    together below; an empty or too short ``flat`` has no runs)."""
+    return flat.as_strided((max(flat.numel() - span + 1, 0), span), (1, 1))
 
 
 def _cells(starts: torch.Tensor, span: int) -> torch.Tensor:
@@ -131,6 +134,8 @@ def _cells(starts: torch.Tensor, span: int) -> torch.Tensor:
 # version refuse it (RuntimeError), the cell-by-cell form does the same writes.
 def write_runs(flat: torch.Tensor, starts: torch.Tensor, values: torch.Tensor) -> None:
     """``flat[s:s + span] = values[i]`` for each ``s = starts[i]`` (runs must not overlap)."""
+    if starts.numel() == 0:       # (an empty batch or map: nothing to write)
+        return
     try:
         _runs(flat, values.shape[1]).index_copy_(0, starts, values)
     except RuntimeError:
@@ -139,6 +144,8 @@ def write_runs(flat: torch.Tensor, starts: torch.Tensor, values: torch.Tensor) -
 
 def fill_runs(flat: torch.Tensor, starts: torch.Tensor, span: int, value: float) -> None:
     """``flat[s:s + span] = value`` for each ``s`` in ``starts``."""
+    if starts.numel() == 0:
+        return
     try:
         _runs(flat, span).index_fill_(0, starts, value)
     except RuntimeError:
@@ -263,6 +270,9 @@ class DLCHeatmapTargets:
             raise ValueError(f"mode must be 'gaussian' or 'plateau'; got {mode!r}")
         if int(num_heatmaps) < 1:
             raise ValueError(f"num_heatmaps must be >= 1; got {num_heatmaps!r}")
+        if not (math.isfinite(float(pos_dist_thresh)) and float(pos_dist_thresh) > 0):
+            raise ValueError(f"pos_dist_thresh must be a finite number > 0 (input px); "
+                             f"got {pos_dist_thresh!r}")
         self.num_heatmaps = int(num_heatmaps)
         self.mode = mode
         self.dist_thresh = float(pos_dist_thresh)
@@ -322,7 +332,7 @@ class DLCHeatmapTargets:
                 device: torch.device) -> torch.Tensor:
         """``(B, G, M, 3)`` float64: heatmap groups ``G`` and their members ``M``."""
         kp = torch.as_tensor(keypoints).to(device=device, dtype=torch.float64)
-        kp = kp.reshape(_members_shape(tuple(kp.shape), batch_size))[..., :3]
+        kp = kp.reshape(_members_shape(tuple(kp.shape), batch_size))[..., XYV]
         if self.heatmap_mode == "keypoint":
             return kp.transpose(1, 2)  # (B, K, N, 3)
         # individual mode: row n of sample b goes to slot individual_ids[b, n] (if >= 0),
@@ -335,6 +345,8 @@ class DLCHeatmapTargets:
         if bool((ids >= n).any()):
             raise ValueError(f"individual_ids must be < N = {n} (DeepLabCut indexes its "
                              f"(B, N) rows with them); got max {int(ids.max())}")
+        if n == 0:  # no individuals: no slots (all maps empty, as DeepLabCut's)
+            return kp
         rows = torch.arange(n, device=device)
         hit = ids[:, :, None] == rows[None, None, :]  # (B, row, slot)
         src = torch.where(hit, rows[None, :, None], -1).amax(dim=1)  # (B, slot): last row
@@ -418,7 +430,7 @@ class DLCHeatmapTargets:
         if isinstance(keypoints, torch.Tensor):
             keypoints = keypoints.detach().cpu().numpy()
         kp = np.asarray(keypoints, dtype=np.float64)
-        kp = kp.reshape(_members_shape(kp.shape, batch_size))[..., :3]
+        kp = kp.reshape(_members_shape(kp.shape, batch_size))[..., XYV]
         if self.heatmap_mode == "keypoint":
             return np.ascontiguousarray(kp.transpose(0, 2, 1, 3))  # (B, K, N, 3)
         if isinstance(individual_ids, torch.Tensor):
@@ -432,6 +444,8 @@ class DLCHeatmapTargets:
                              f"(B, N) rows with them); got max {int(ids.max())}")
         # row n of sample b goes to slot ids[b, n] (if >= 0), later rows overwriting earlier
         # ones (DLC's loop); empty slots are all -1
+        if n == 0:
+            return np.ascontiguousarray(kp)
         rows = np.arange(n)
         src = np.where(ids[:, :, None] == rows[None, None, :], rows[None, :, None], -1).max(axis=1)
         picked = kp[np.arange(b)[:, None], src.clip(min=0)]
@@ -728,10 +742,11 @@ class DLCHeatmapTargets:
 
 def _members_shape(shape: tuple[int, ...], batch_size: int | None) -> tuple[int, ...]:
     """The ``(B, N, K, C)`` shape that keypoints of ``shape`` ((B, N, K, C) or single-animal
-    (B, K, C), C >= 3: x, y, v) are read as; a clear error for any other shape or a batch
-    that differs from the outputs' ``batch_size``."""
+    (B, K, C), C >= 3: x, y and, last, v: the columns `XYV` DeepLabCut reads) are read as;
+    a clear error for any other shape or a batch that differs from the outputs'
+    ``batch_size``."""
     if len(shape) == 3:  # single animal: (B, K, 3)
-        shape = (shape[0] if batch_size is None else batch_size, 1, *shape[1:])
+        shape = (shape[0], 1, *shape[1:])
     if len(shape) != 4 or shape[-1] < 3:
         raise ValueError(f"keypoints must be (B, N, K, 3) or (B, K, 3) (x, y, v); "
                          f"got shape {tuple(shape)}")

@@ -122,6 +122,11 @@ def test_whole_pixel_windows_are_what_warp_affine_gives(channels):
     assert [integer_shift(a) for a in affines] == shifts
     assert integer_shift(np.array([[1, 0, 3.5], [0, 1, 2]])) is None
     assert integer_shift(np.array([[1, 1e-3, 3], [0, 1, 2]])) is None
+    assert integer_shift(np.array([[1, 0, 3 + 1e-7], [0, 1, 2 - 1e-7]])) == (3, 2)
+    # the linear part exactly: 1e-7 off the identity is 5e-4 px at x = 5000 (OpenCV 5 blends
+    # with float weights, so the warp and the copy can differ there)
+    assert integer_shift(np.array([[1 + 1e-7, 0, 3], [0, 1, 2]])) is None
+    assert integer_shift(np.array([[1, 0, 3], [-1e-9, 1, 2]])) is None
     # a NaN / inf entry is no shift (the warp takes it, as before the copy path)
     assert integer_shift(np.array([[1, 0, np.nan], [0, 1, 3]])) is None
     assert integer_shift(np.array([[np.inf, 0, 3], [0, 1, 2]])) is None

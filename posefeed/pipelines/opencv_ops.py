@@ -157,19 +157,23 @@ class OpenCVCrop:
         return list(self._get_pool().map(self.one, *args))
 
 
-#: how far from whole pixels (and from the identity) an affine may be and still be a copy:
-#: OpenCV's bilinear warp rounds source positions to 1/32 pixel (INTER_BITS = 5), so below
-#: 1/64 it reads the whole pixel; 1e-6 keeps well inside that
+#: how far from whole pixels the translation may be and still be a copy: the source position
+#: moves by at most this much (1e-6 px), a bilinear blend by at most 255e-6 of a grey level.
+#: The linear part must be the identity exactly: an error e there moves the source by e
+#: times the coordinate (1e-6 off at x = 5000 px is 5e-3 px; OpenCV 5's warp blends with
+#: float weights, so such a warp differs from the copy by up to 2 levels, measured). The
+#: recipes' whole-pixel windows have it exactly (DeepLabCut's default: 88 of 160 samples,
+#: every one with an exact identity).
 SHIFT_TOL = 1e-6
 
 
 def integer_shift(affine: np.ndarray) -> tuple[int, int] | None:
     """``(dx, dy)`` when the ``(2, 3)`` output -> frame matrix is ``[[1, 0, dx], [0, 1, dy]]``
-    with whole-pixel ``dx, dy`` (within `SHIFT_TOL`), else None."""
+    with whole-pixel ``dx, dy`` (within `SHIFT_TOL`; the linear part exactly), else None."""
     a = np.asarray(affine, dtype=np.float64)
     d = np.rint(a[:, 2])
     # "not <=": a NaN or inf entry is not a shift (the warp handles it as before)
-    if not (np.abs(a[:, :2] - np.eye(2)).max() <= SHIFT_TOL
+    if not (np.array_equal(a[:, :2], np.eye(2))
             and np.abs(a[:, 2] - d).max() <= SHIFT_TOL):
         return None
     return int(d[0]), int(d[1])

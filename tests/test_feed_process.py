@@ -217,6 +217,61 @@ def test_close_gc_crash_error_and_stall_end_cleanly(table):
     assert set(os.listdir("/dev/shm")) <= shm          # nothing named, nothing left
 
 
+def _decoy(where, body: str) -> str:
+    """A package named posefeed in ``where`` (its ``__init__`` runs ``body``)."""
+    pkg = where / "posefeed"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(body)
+    return str(pkg / "__init__.py")
+
+
+def test_the_worker_imports_this_posefeed_after_a_chdir(table, tmp_path, monkeypatch):
+    """``''`` on sys.path (``python -c``, a notebook) is the working directory: after
+    ``os.chdir`` to a folder holding another ``posefeed`` the worker must still import this
+    process's copy (here the other one raises on import), and it says which it imported."""
+    _decoy(tmp_path, "raise ImportError('the decoy posefeed was imported')\n")
+    monkeypatch.setattr("sys.path", [""] + [p for p in __import__("sys").path if p != ""])
+    monkeypatch.chdir(tmp_path)
+    src = BatchSource(table, spec(), ImageReader(table), lookahead="process")
+    ref = BatchSource(table, spec(), ImageReader(table), lookahead="off")
+    try:
+        src.seek(0)
+        ref.seek(0)
+        same(plain(src()), plain(ref()))
+        import posefeed
+        assert src._worker.child_posefeed == os.path.abspath(posefeed.__file__)
+    finally:
+        src.close()
+        ref.close()
+
+
+def test_a_worker_that_imports_another_posefeed_or_none_is_a_clear_error(table, tmp_path,
+                                                                       monkeypatch):
+    """Another copy first on the child's path (an install the root-first path cannot beat,
+    e.g. an import hook, stood in for by the boot script): an error naming both files; a
+    posefeed that fails to import in the child: that error, not "iterate again"."""
+    import posefeed
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    good = _decoy(tmp_path / "a", "\n")             # imports fine: another copy
+    _decoy(tmp_path / "b", "raise ImportError('no such luck')\n")
+    boot = feed_process._BOOT
+    line = "sys.path[:] = pickle.loads(sock.recv(1 << 20))\n"
+    assert line in boot
+    for where, match in [(tmp_path / "a", f"(?s)imported posefeed from '{good}'.*this process "
+                                         f"from '{os.path.abspath(posefeed.__file__)}'"),
+                         (tmp_path / "b", "(?s)cannot import posefeed in the feed worker.*"
+                                          "ImportError: no such luck")]:
+        monkeypatch.setattr(feed_process, "_BOOT", boot.replace(
+            line, line + f"sys.path.insert(0, {str(where)!r})\n"))
+        src = BatchSource(table, spec(), ImageReader(table), lookahead="process")
+        src.seek(0)
+        with pytest.raises(PipelineError, match=match) as e:
+            src()
+        assert "iterate again" not in str(e.value)
+        src.close()
+
+
 def _open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 

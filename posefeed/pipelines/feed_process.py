@@ -25,7 +25,9 @@ How:
   slot)``, ``(STOP,)``; child -> parent ``(BATCH, gen, slot, epoch, batch, n, cpu_s)`` or
   ``(ERROR, gen, epoch, batch)`` followed by the traceback's text. ``gen`` tells the
   batches of an old start (after a seek) from the current ones. Set-up (the parent's
-  ``sys.path``, then the spec and the layouts) is pickled once.
+  ``sys.path``, then the spec and the layouts) is pickled once; the child's first message
+  is the file of the posefeed it imported, which must be the parent's (a relative
+  ``sys.path`` entry or another install would otherwise give it another copy).
 * Slot lifetime: the parent frees a batch's slot ``hold`` batches later (DALI copies fed
   CPU inputs at feed time; with the OpenCV stage's crop ahead its pool reads them until the
   graph collects the batch, within DALI's prefetch depth); the child writes only free slots
@@ -57,6 +59,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+import posefeed
 from posefeed.pipelines.errors import PipelineError
 from posefeed.pipelines.fields import Packing, Plan, SampleTables, SourceSpec, batch_fields
 
@@ -83,9 +86,13 @@ _MAX_MSG = 1 << 20
 #: the end of a traceback the child sends (one SOCK_SEQPACKET message must fit the socket's
 #: send buffer, ~208 KiB by default on Linux: a longer one fails with EMSGSIZE)
 _MAX_TRACEBACK = 1 << 16
+#: the folder this process's posefeed package is in (the child imports it from there)
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(posefeed.__file__)))
 
-# the child's first lines: the parent's sys.path (before anything of posefeed is imported),
-# then the worker (argv: the socket's and the two shared files' descriptors)
+# the child's first lines: the parent's sys.path (before anything of posefeed is imported:
+# the parent's posefeed root first, every entry absolute, `_child_path`), then ``posefeed``
+# itself, whose file (or the import's traceback) the child reports (`_check_posefeed`), then
+# the worker (argv: the socket's and the two shared files' descriptors)
 _BOOT = ("import pickle, signal, socket, sys, time\n"
          # a terminal's Ctrl-C reaches the whole process group: the parent decides (the
          # child ends when the parent closes the socket)
@@ -93,8 +100,41 @@ _BOOT = ("import pickle, signal, socket, sys, time\n"
          "sock = socket.socket(fileno=int(sys.argv[1]))\n"
          "sys.path[:] = pickle.loads(sock.recv(1 << 20))\n"
          "t0 = time.perf_counter()\n"
+         "try:\n"
+         "    import posefeed\n"
+         "except BaseException:\n"
+         "    import traceback\n"
+         "    sock.sendall(pickle.dumps(('error', traceback.format_exc()[-(1 << 16):])))\n"
+         "    sys.exit(1)\n"
+         "sock.sendall(pickle.dumps(('ok', str(getattr(posefeed, '__file__', None)))))\n"
          "from posefeed.pipelines.feed_process import worker_main\n"
          "worker_main(sock, int(sys.argv[2]), int(sys.argv[3]), t0)\n")
+
+
+def _child_path() -> list:
+    """The ``sys.path`` the child starts with: this process's posefeed root first (the child
+    must run this copy, also when ``sys.path`` would find another one), then this process's
+    ``sys.path`` with relative entries (``''``: ``python -c``, a notebook) made absolute
+    against this process's working directory (the child's may differ after ``os.chdir``)."""
+    return [_ROOT] + [os.path.abspath(p) if isinstance(p, str) else p for p in sys.path]
+
+
+def _check_posefeed(report: tuple) -> str:
+    """The child's posefeed file, from its start-up report ``("ok", file)`` or
+    ``("error", traceback)``; `PipelineError` when it could not import posefeed or imported
+    another copy than this process's."""
+    kind, text = report
+    if kind != "ok":
+        raise PipelineError(f"cannot import posefeed in the feed worker process "
+                            f"({sys.executable!r}; PoseLoader(lookahead='thread') avoids the "
+                            f"worker):\n{text}")
+    mine = os.path.abspath(posefeed.__file__)
+    if os.path.realpath(text) != os.path.realpath(mine):
+        raise PipelineError(f"the feed worker process imported posefeed from {text!r}, this "
+                            f"process from {mine!r}: the worker would compute another "
+                            f"version's batches (check sys.path, PYTHONPATH and editable "
+                            f"installs; PoseLoader(lookahead='thread') avoids the worker)")
+    return text
 
 
 @dataclass(frozen=True)
@@ -242,9 +282,15 @@ class FeedProcess:
         self.pid = self._proc.pid
         self._msg = bytearray(_TO_PARENT.size)
         self._gen = -1                # the set-up's messages (the child reports -1)
-        self._send_raw(pickle.dumps(list(sys.path)), "starting")
+        self._send_raw(pickle.dumps(_child_path()), "starting")
         self._send_raw(pickle.dumps((spec, self.fields, packing, tlayout, self.layout,
                                      self.slots)), "starting")
+        try:
+            #: the file of the posefeed the child imported (this process's, checked)
+            self.child_posefeed = _check_posefeed(pickle.loads(self._recv_text("starting")))
+        except PipelineError:
+            self._finalizer()
+            raise
         kind, pid, _, _, _, _, import_s = self._recv("starting")
         #: seconds from starting the child until it was ready, and the child's own time from
         #: before its imports (NumPy, the parameter code) to ready

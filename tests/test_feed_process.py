@@ -217,6 +217,38 @@ def test_close_gc_crash_error_and_stall_end_cleanly(table):
     assert set(os.listdir("/dev/shm")) <= shm          # nothing named, nothing left
 
 
+def test_a_forked_child_that_exits_leaves_the_worker_to_the_parent(table):
+    """A child of ``os.fork()`` (a DataLoader worker, a helper) inherits the worker's
+    finalizer, which runs at its exit (``weakref.finalize`` is an atexit hook): it must not
+    stop the parent's worker. The child runs the finalizer as its exit would, then leaves."""
+    src = BatchSource(table, spec(), ImageReader(table), lookahead="process")
+    ref = BatchSource(table, spec(), ImageReader(table), lookahead="off")
+    try:
+        src.seek(0)
+        ref.seek(0)
+        same(plain(src()), plain(ref()))
+        worker = src._worker
+        pid = os.fork()
+        if pid == 0:                          # the child: never back into pytest
+            code = 1
+            try:
+                worker._finalizer()
+                gc.collect()
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        time.sleep(0.3)                       # (a STOP would have ended the worker by now)
+        assert worker._proc.poll() is None and worker.alive
+        for _ in range(len(src) - 1):         # the rest of the epoch, the same worker
+            same(plain(src()), plain(ref()))
+        assert src._worker is worker
+    finally:
+        src.close()
+        ref.close()
+
+
 def _decoy(where, body: str) -> str:
     """A package named posefeed in ``where`` (its ``__init__`` runs ``body``)."""
     pkg = where / "posefeed"

@@ -208,9 +208,17 @@ def _exit_text(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-def _shutdown(proc: subprocess.Popen, sock: socket.socket) -> None:
+def _shutdown(proc: subprocess.Popen, sock: socket.socket, owner: int) -> None:
     """Stop the child: ask, then wait a little, then kill (a finalizer: no reference to the
-    `FeedProcess`)."""
+    `FeedProcess`). In another process than ``owner`` (the pid that started the child: a
+    child of ``os.fork()`` runs this finalizer too, at its exit or garbage collection) only
+    that process's copy of the socket is closed: the worker stays the owner's."""
+    if os.getpid() != owner:
+        try:
+            sock.close()
+        except OSError:
+            pass
+        return
     try:
         sock.send(_TO_CHILD.pack(STOP, 0, 0, 0), socket.MSG_DONTWAIT)
     except OSError:
@@ -278,7 +286,7 @@ class FeedProcess:
         self._poller.register(mine.fileno(), select.POLLIN)
         self._out_poller = select.poll()
         self._out_poller.register(mine.fileno(), select.POLLOUT)
-        self._finalizer = weakref.finalize(self, _shutdown, self._proc, mine)
+        self._finalizer = weakref.finalize(self, _shutdown, self._proc, mine, os.getpid())
         self.pid = self._proc.pid
         self._msg = bytearray(_TO_PARENT.size)
         self._gen = -1                # the set-up's messages (the child reports -1)

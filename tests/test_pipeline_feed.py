@@ -13,7 +13,7 @@ from posefeed.pipelines.graph import (CROP_INPUTS, PREFETCH, GraphSpec, graph_fi
 from posefeed.pipelines.images import ImageReader, pad_bytes
 from posefeed.pipelines.source import FIELDS, BatchSource, SourceSpec, dali_feed
 from posefeed.targets import GaussianHeatmap, SimCC
-from helpers import batches, make_blob_table, make_loader
+from helpers import batches, make_blob_table, make_dataset, make_loader
 
 INPUT = (48, 64)
 
@@ -263,3 +263,15 @@ def test_packed_parameters_give_the_same_batches(table, monkeypatch):
     back = pk.unpack(packed)
     for k, v in feed.items():
         assert back[k].dtype == v.dtype and np.array_equal(back[k], v), k
+
+
+@pytest.mark.parametrize("cpu_backend", ["opencv", "dali"])
+def test_an_epoch_of_no_batches_is_the_same_clear_error_on_both_graphs(tmp_path, cpu_backend):
+    """6 images of one instance each, batch 8, drop_last: no batch. The DALI-ops graph packs
+    its parameters from a sampled first batch, which raised a bare IndexError before the
+    check; both graphs give the check's message."""
+    table = make_dataset(tmp_path, {}, n=6)
+    with pytest.raises(ValueError, match=r"^0 batches per epoch: 6 instances \(topdown mode\) "
+                                         r"split over world size 1 leave 6 per shard, fewer "
+                                         r"than batch_size 8 with drop_last=True"):
+        make(table, batch_size=8, drop_last=True, cpu_backend=cpu_backend)

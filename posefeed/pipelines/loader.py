@@ -227,12 +227,13 @@ class PoseLoader:
         self.source = BatchSource(table, self.spec, reader, fields=graph_fields(self.graph),
                                   tensor_lists=graph_params(self.graph) if device == "gpu"
                                   and not self.graph.packed else (), lookahead=self.lookahead)
-        #: the DALI-ops graph's parameters fed packed in two arrays (`fields.Packing`)
-        self.packing = self.source.pack(graph_params(self.graph), tensor_lists=device == "gpu") \
-            if self.graph.packed else None
+        # before the packing, which samples the epoch's first batch
         check_batches(len(self.source), num_samples=self.source.num_samples,
                       batch_size=self.batch_size, drop_last=bool(drop_last), world=int(world),
                       mode=mode)
+        #: the DALI-ops graph's parameters fed packed in two arrays (`fields.Packing`)
+        self.packing = self.source.pack(graph_params(self.graph), tensor_lists=device == "gpu") \
+            if self.graph.packed else None
         #: the codecs' output names in the batch (`output_names`)
         self.target_names = output_names(self.codecs)
         self.names = ["image", "keypoints", "index", "affine"] + self.target_names

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from posefeed.pipelines import AugmentConfig, BadImageError, PoseLoader, rtmpose_schedule
+from posefeed.pipelines import (AugmentConfig, BadImageError, PipelineError, PoseLoader,
+                                rtmpose_schedule)
 from posefeed.pipelines.graph import MEAN, STD
 from posefeed.targets.base import Codec
 
@@ -136,6 +137,35 @@ def test_resume_mid_epoch_continues_exactly(table):
             assert torch.equal(x[k], y[k]), k
     # the abandoned loader can iterate again: it continues from its own position
     assert torch.equal(batches(first, 1)[0]["index"], ref[1]["index"])
+
+
+@pytest.mark.parametrize("cpu_backend,lookahead", [("opencv", "thread"), ("dali", "process")])
+def test_close_during_iteration_is_a_clear_error_and_loses_nothing(table, cpu_backend,
+                                                                   lookahead):
+    """``close()`` while an iteration is suspended: its next batch is an error saying so (was:
+    "the pipeline failed in epoch ..." after decoding the batches' files again), the position
+    is the batches yielded, and the next iteration gives the rest of the epoch."""
+    kw = dict(cpu_backend=cpu_backend, lookahead=lookahead)
+    ref = make(table, **kw)
+    want = batches(ref)
+    ref.close()
+    ld = make(table, **kw)
+    it = iter(ld)
+    got = [{k: v.clone() for k, v in next(it).items()}]
+    ld.close()
+    with pytest.raises(PipelineError, match=r"^the loader was closed during iteration \(after "
+                                            r"epoch 0 batch 0\); iterate again to continue "
+                                            r"from state_dict \(epoch 0, batch 1\)$"):
+        next(it)
+    with pytest.raises(StopIteration):
+        next(it)
+    assert (ld.state_dict()["epoch"], ld.state_dict()["batch"]) == (0, 1)
+    got += batches(ld)
+    ld.close()
+    assert len(got) == len(want) == len(ld) >= 2
+    for x, y in zip(got, want):
+        for k in x:
+            assert torch.equal(x[k], y[k]), k
 
 
 def test_mid_epoch_resume_refuses_a_different_order(table):

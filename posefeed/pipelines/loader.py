@@ -247,6 +247,7 @@ class PoseLoader:
         self.graph_names = self.names[:4] + list(self.graph.extra_outputs) + \
             (self.target_names if self.targets is None else [])
         self._pipe = None
+        self._closes = 0          # `close` calls: an iteration running across one stops
         #: the pipeline's outputs may be used in place (its executor is ``exec_dynamic``)
         self._zero_copy = False
         self._clean = False
@@ -339,8 +340,14 @@ class PoseLoader:
         self._clean = False
         finished = False
         done = start
+        closes = self._closes
         try:
             while True:
+                if self._closes != closes:   # its pipeline and feed are gone: say so
+                    raise PipelineError(
+                        f"the loader was closed during iteration (after epoch {epoch} batch "
+                        f"{done - 1}); iterate again to continue from state_dict (epoch "
+                        f"{self._epoch}, batch {self._batch})")
                 try:
                     outs = pipe.run(self._stream())
                 except StopIteration:
@@ -371,7 +378,9 @@ class PoseLoader:
 
     def close(self) -> None:
         """Stop the pipeline and the loader's threads now. The loader stays usable: the next
-        iteration builds a new pipeline and continues from `state_dict`."""
+        iteration builds a new pipeline and continues from `state_dict`; an iteration running
+        (a generator of `__iter__`) raises `PipelineError` on its next batch."""
+        self._closes += 1
         self._release(self._pipe)
         self.source.close()
 

@@ -275,3 +275,30 @@ def test_an_epoch_of_no_batches_is_the_same_clear_error_on_both_graphs(tmp_path,
                                          r"split over world size 1 leave 6 per shard, fewer "
                                          r"than batch_size 8 with drop_last=True"):
         make(table, batch_size=8, drop_last=True, cpu_backend=cpu_backend)
+
+
+def test_a_prefetch_deeper_than_the_workers_slot_hold_is_refused(table):
+    """The feed worker reuses a batch's slot ``HOLD`` (4) batches after the graph took it; the
+    OpenCV stage's read-ahead reads it until DALI collects the batch, up to ``prefetch``
+    iterations later, plus the running one and a spare: prefetch 3 with a worker is refused,
+    prefetch 2 (the loader's) builds, and a thread look-ahead has no slots to outrun."""
+    from posefeed.pipelines.graph import build_pipeline
+    cpu = GraphSpec.choose("cpu", INPUT, paths=["a.png"])   # PNG: OpenCV decodes, crops ahead
+    assert cpu.crop_ahead
+    for lookahead, prefetch, refused in [("process", 3, True), ("process", 2, False),
+                                         ("thread", 3, False)]:
+        src = BatchSource(table, spec(), ImageReader(table), fields=graph_fields(cpu),
+                          lookahead=lookahead)
+        try:
+            if refused:
+                with pytest.raises(ValueError, match=r"prefetch 3 needs the feed worker to "
+                                                     r"hold each batch's slot 5 batches "
+                                                     r"\(feed_process.HOLD is 4\)"):
+                    build_pipeline(cpu, src, (), 4, 1, None, prefetch=prefetch)
+            else:
+                pipe = build_pipeline(cpu, src, (), 4, 1, None, prefetch=prefetch)
+                for r in pipe.posefeed_resources:
+                    r.close()
+        finally:
+            src.close()
+    assert PREFETCH == 2

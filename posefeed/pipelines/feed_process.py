@@ -66,7 +66,9 @@ from posefeed.pipelines.fields import Packing, Plan, SampleTables, SourceSpec, b
 #: batches the child prepares ahead of the one the parent takes
 AHEAD = 2
 #: a batch's slot is reused this many batches after the parent took it: DALI's prefetch
-#: queue (2), the iteration running and one spare (see the module docstring)
+#: queue (`graph.PREFETCH`, 2: not imported here, the child imports no DALI), the iteration
+#: running and one spare (see the module docstring); `graph.build_pipeline` refuses a
+#: deeper prefetch with a worker
 HOLD = 4
 #: seconds a wait for the child may take before it is an error (start-up, or one batch)
 TIMEOUT = 120.0

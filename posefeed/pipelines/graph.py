@@ -25,6 +25,7 @@ import nvidia.dali.types as types
 from nvidia.dali import pipeline_def
 from nvidia.dali.pipeline import do_not_convert
 
+from posefeed.pipelines.feed_process import HOLD
 from posefeed.pipelines.fields import Packing
 from posefeed.pipelines.opencv_ops import OpenCVCrop
 from posefeed.pipelines.source import SourceFn
@@ -338,6 +339,14 @@ def build_pipeline(spec: GraphSpec, source: SourceFn, codecs: Sequence[Codec], b
     gpu = spec.device == "gpu"
     if spec.packed and packing is None:
         raise ValueError("this graph reads packed parameters: pass the source's packing")
+    # the feed worker (`feed_process`) reuses a batch's slot HOLD batches after the graph took
+    # it; the graph reads the slot's views until it has collected that batch (the OpenCV
+    # stage's read-ahead crops from them in its pool), up to `prefetch` iterations later,
+    # plus the iteration running and one spare: a deeper queue would crop overwritten values
+    if getattr(source, "lookahead", None) == "process" and prefetch + 2 > HOLD:
+        raise ValueError(f"prefetch {prefetch} needs the feed worker to hold each batch's slot "
+                         f"{prefetch + 2} batches (feed_process.HOLD is {HOLD}); use "
+                         f"prefetch <= {HOLD - 2} or lookahead='thread'")
     fields = packing.outputs if spec.packed else graph_params(spec)
     # crop ahead: the pool works beside DALI's threads and the main thread, and its threads
     # wait for the GIL between OpenCV calls; one more thread than num_threads keeps the

@@ -97,6 +97,43 @@ def test_shared_area_map_lets_a_larger_animal_overwrite():
     assert out["offset_weight"][0, 2][cell] == pytest.approx(1 / 10)
 
 
+def test_zero_offset_counts_as_unset():
+    # DeepLabCut tests "already set" as offset != 0: a keypoint exactly on a cell writes
+    # (0, 0) there, which the next instance overwrites whatever its area. Stride 2, t = 4
+    # (radius 2 cells), centres (5, 5) -> c_s = 2: both squares are cells [0, 4)^2.
+    # Animal 0 (area 4): keypoint (5, 5) -> x_s = y_s = 2, offset (0, 0) at cell (2, 2);
+    # animal 1 (area 100): keypoint (7.3, 6.1) -> (3.15, 2.55)
+    c = DEKR(1, stride=2, heatmap_size=(8, 8), pos_dist_thresh=4, centers_given=True)
+    x = kp([(5, 5, 2), (5, 5, 2)], [(7.3, 6.1, 2), (5, 5, 2)])
+    out = c.encode(x, area=np.array([[4.0, 100.0]], np.float32))
+    off, ow = out["offset"][0], out["offset_weight"][0]
+    assert off[0, 2, 2] == np.float32(2) - np.float32(3.15) and off[1, 2, 2] == np.float32(2) - np.float32(2.55)
+    assert ow[0, 2, 2] == ow[1, 2, 2] == np.float32(0.1)  # 1 / sqrt(100)
+    # elsewhere the smaller animal 0 keeps its (non-zero) offsets: (i - 2, j - 2), 1/sqrt(4)
+    assert off[0, 1, 3] == 1 and off[1, 1, 3] == -1 and ow[0, 1, 3] == ow[1, 1, 3] == 0.5
+    inside = np.ones((4, 4), bool)
+    inside[2, 2] = False
+    assert (ow[:, :4, :4][:, inside] == 0.5).all() and (ow[:, 4:] == 0).all() and (ow[:, :, 4:] == 0).all()
+    # two keypoints: animal 1's first write at a cell (keypoint 0, over a (0, 0)) sets the
+    # cell's area to 100, so its keypoint 1 is no longer protected there either (100 < 100
+    # is false); at cell (3, 3) animal 0's keypoint 1 is (0, 0): animal 1 skips keypoint 0
+    # (set, area 4 < 100) and writes keypoint 1
+    c = DEKR(2, stride=2, heatmap_size=(8, 8), pos_dist_thresh=4, centers_given=True)
+    x = kp([(5, 5, 2), (7, 7, 2), (5, 5, 2)], [(7.3, 6.1, 2), (3, 3, 2), (5, 5, 2)])
+    area = np.array([[4.0, 100.0]], np.float32)
+    out = c.encode(x, area=area)
+    off, ow = out["offset"][0], out["offset_weight"][0]
+    f = np.float32
+    assert (off[:, 2, 2] == [f(2) - f(3.15), f(2) - f(2.55), 1, 1]).all()  # animal 1: (2 - x_s, 2 - y_s)
+    assert (ow[:, 2, 2] == f(0.1)).all()
+    assert (off[:, 3, 3] == [1, 1, 2, 2]).all()  # animal 0's keypoint 0, animal 1's keypoint 1
+    assert (ow[:, 3, 3] == [0.5, 0.5, f(0.1), f(0.1)]).all()
+    assert (off[:, 1, 1] == [-1, -1, -2, -2]).all() and (ow[:, 1, 1] == 0.5).all()  # animal 0's
+    ref = dekr_loop(x, area, 2, (8, 8), pos_dist_thresh=4)
+    for name in ("offset", "offset_weight"):
+        np.testing.assert_array_equal(out[name], ref[name])
+
+
 def test_ignored_keypoint_masks_the_map_in_dlcs_order():
     c = DEKR(1, stride=4, heatmap_size=(24, 24))
     seen = [(14, 14, 2)]

@@ -56,3 +56,27 @@ def test_dekr_kernel_equals_vectorised(stride):
         assert isinstance(a[name], cp.ndarray) and a[name].dtype == cp.float32
         np.testing.assert_allclose(cp.asnumpy(a[name]), cp.asnumpy(b[name]), atol=1e-6, rtol=0, err_msg=name)
         np.testing.assert_allclose(cp.asnumpy(a[name]), c[name], atol=1e-6, rtol=0, err_msg=name)
+
+
+@pytest.mark.parametrize("stride", [4, 2])
+def test_dekr_zero_offsets_on_cell_centred_crowds(stride):
+    # keypoints and centres exactly on cells: offsets of exactly (0, 0), which DeepLabCut's
+    # "already set" test (offset != 0) counts as unset; both CuPy paths against the loop oracle
+    cp = pytest.importorskip("cupy")
+    from oracles import dekr_loop  # noqa: PLC0415
+
+    rng = np.random.default_rng(stride)
+    w, h, k, n = 9, 8, 3, 5
+    fused = DEKR(k, stride=stride, heatmap_size=(w, h), pos_dist_thresh=9.0, centers_given=True)
+    vect = DEKR(k, stride=stride, heatmap_size=(w, h), pos_dist_thresh=9.0, centers_given=True, use_kernel=False)
+    for _ in range(4):
+        kp = np.empty((2, n, k + 1, 3), np.float32)
+        kp[..., :2] = (rng.integers(1, [w - 1, h - 1], (2, n, k + 1, 2)) * stride + stride / 2
+                       + rng.choice([0, 0, 0.3], (2, n, k + 1, 2)))
+        kp[..., 2] = 2
+        area = rng.choice([1.0, 4.0, 16.0], (2, n)).astype(np.float32)
+        ref = dekr_loop(kp, area, stride, (w, h), pos_dist_thresh=9.0)
+        for c in (fused, vect):
+            got = c.encode(cp.asarray(kp), area=cp.asarray(area))
+            for name in ("offset", "offset_weight"):
+                np.testing.assert_array_equal(cp.asnumpy(got[name]), ref[name], err_msg=name)

@@ -115,6 +115,40 @@ def test_dekr_kernel_matches_array_version_and_dlc_loop(stride, size, n, spread)
         dekr_check(given.encode(dekr_centers(x), area=area), ref, 1e-6)
 
 
+def cell_centred_crowd(rng, b, n, k, w, h, stride):
+    """Animals with keypoints and centres mostly exactly on cells (``x_s`` integer: offsets
+    of exactly (0, 0), which DeepLabCut counts as unset), a few 0.3 px off."""
+    x = np.empty((b, n, k + 1, 3), np.float32)
+    x[..., :2] = (rng.integers(1, [w - 1, h - 1], (b, n, k + 1, 2)) * stride + stride / 2
+                  + rng.choice([0, 0, 0.3], (b, n, k + 1, 2)))
+    x[..., 2] = rng.choice([0, 2], (b, n, k + 1), p=[0.1, 0.9])
+    x[..., -1, 2] = 2
+    return x
+
+
+@pytest.mark.parametrize("stride, size, t", [(2, (8, 8), 5.0), (4, (10, 7), 9.0), (2, (11, 9), 9.0)])
+def test_dekr_kernel_equals_array_version_on_cell_centred_crowds(stride, size, t):
+    # DeepLabCut's "already set" is offset != 0: exact (0, 0) writes on cells several
+    # instances cover, in both implementations and across kept buffers
+    rng = np.random.default_rng(int(stride * t) + size[0])
+    k = 3
+    fast = DEKR(k, stride=stride, heatmap_size=size, pos_dist_thresh=t, centers_given=True, kernel="numba")
+    arr = DEKR(k, stride=stride, heatmap_size=size, pos_dist_thresh=t, centers_given=True, kernel="numpy")
+    encs = (fast.encoder(), arr.encoder())
+    zeros = 0
+    for n in (4, 2, 5, 3, 5):
+        x = cell_centred_crowd(rng, 2, n, k, *size, stride)
+        area = rng.choice([1.0, 4.0, 16.0], (2, n)).astype(np.float32)  # ties included
+        ref = dekr_loop(x, area, stride, size, pos_dist_thresh=t)
+        zeros += int(((ref["offset"][:, 0::2] == 0) & (ref["offset"][:, 1::2] == 0)
+                      & (ref["offset_weight"][:, 0::2] > 0)).sum())
+        for got in (fast.encode(x, area=area), arr.encode(x, area=area), *(e(x, area=area) for e in encs)):
+            for name in ("offset", "offset_weight", "heatmap_weight"):
+                np.testing.assert_array_equal(got[name], ref[name], err_msg=name)
+            np.testing.assert_allclose(got["heatmap"], ref["heatmap"], atol=5e-7, rtol=0)
+    assert zeros > 2  # (0, 0) offsets left at the end: the case is exercised
+
+
 def test_dekr_kernel_missing_areas_are_the_keypoints_box():
     rng = np.random.default_rng(5)
     c = DEKR(4, stride=2, heatmap_size=(20, 16), kernel="numba")

@@ -118,3 +118,24 @@ def test_dekr_kernel(lib, stride, size, n, spread):
     for name in c.output_names:
         np.testing.assert_allclose(out[name], ref[name], atol=1e-6, rtol=0, err_msg=name)
         np.testing.assert_allclose(out[name], loop[name], atol=1e-6, rtol=0, err_msg=name)
+
+
+def test_dekr_kernel_zero_offsets_count_as_unset(lib):
+    # keypoints and centres exactly on cells: offsets of exactly (0, 0), which DeepLabCut's
+    # "already set" test (offset != 0) counts as unset; against the loop oracle, exactly
+    rng = np.random.default_rng(7)
+    stride, (w, h), k, n = 2, (9, 8), 3, 5
+    c = DEKR(k, stride=stride, heatmap_size=(w, h), pos_dist_thresh=9.0, centers_given=True)
+    kp = np.empty((2, n, k + 1, 3), np.float32)
+    kp[..., :2] = rng.integers(1, [w - 1, h - 1], (2, n, k + 1, 2)) * stride + stride / 2
+    kp[..., 2] = 2
+    area = rng.choice([1.0, 4.0, 16.0], (2, n)).astype(np.float32)
+    _, x, y, v = split_keypoints(kp)
+    args = kernels_multi.dekr_args(c, x, y, v, area)
+    out = {name: np.full(s, -1.0, np.float32) for name, s in c.output_shapes(2, k).items()}
+    lib.launch_dekr(*(ptr(a) for a in args), ptr(out["heatmap"]), ptr(out["heatmap_weight"]),
+                    ptr(out["offset"]), ptr(out["offset_weight"]), 2, n, k + 1, h, w,
+                    *(ctypes.c_float(float(s)) for s in kernels_multi.dekr_scalars(c)), 3, 64)
+    loop = dekr_loop(kp, area, stride, (w, h), pos_dist_thresh=9.0)
+    for name in ("offset", "offset_weight"):
+        np.testing.assert_array_equal(out[name], loop[name], err_msg=name)

@@ -77,6 +77,32 @@ def test_dekr_matches_deeplabcut(stride, kernel):
         assert pf.targets.codec(stride, (w, h))._cpu_kernel is (kernel == "auto")  # numba: a DLC dependency
 
 
+@pytest.mark.parametrize("kernel", ["numba", "numpy"])
+@pytest.mark.parametrize("stride", [2, 4])
+def test_dekr_matches_deeplabcut_on_cell_centred_crowds(stride, kernel):
+    # keypoints and centres exactly on cells (x_s integer): offsets of exactly (0, 0), which
+    # DeepLabCut's "already set" test (offset != 0) counts as unset for the next animal
+    dlc = TARGET_GENERATORS.build(dict(type="DEKRGenerator", num_joints=3, pos_dist_thresh=9, bg_weight=0.1))
+    pf = TARGET_GENERATORS.build(dict(type="PosefeedDEKRGenerator", num_joints=3, pos_dist_thresh=9,
+                                      bg_weight=0.1, kernel=kernel))
+    rng = np.random.default_rng(stride)
+    h, w = 8, 9  # crowded: the squares overlap
+    for _ in range(6):
+        kp = np.empty((2, 5, 4, 3), np.float32)
+        kp[..., :2] = (rng.integers(1, [w - 1, h - 1], (2, 5, 4, 2)) * stride + stride / 2
+                       + rng.choice([0, 0, 0.3], (2, 5, 4, 2)))
+        kp[..., 2] = 2
+        area = rng.choice([1.0, 4.0, 16.0], (2, 5)).astype(np.float32)  # ties included
+        outputs = {"heatmap": torch.zeros(2, 4, h, w), "offset": torch.zeros(2, 6, h, w)}
+        labels = {"keypoints": torch.from_numpy(kp), "area": torch.from_numpy(area)}
+        ref = dlc(stride, outputs, labels)
+        got = pf(stride, outputs, labels)
+        assert_same(got, ref)
+        for key in ("target", "weights"):
+            assert torch.equal(got["offset"][key], ref["offset"][key]), key
+        assert pf.targets.codec(stride, (w, h))._cpu_kernel is (kernel == "numba")
+
+
 def switched(cfg):
     """A generator config with every DeepLabCut type that has a posefeed drop-in replaced."""
     from posefeed.integrations.dlc_config import DROP_INS  # noqa: PLC0415 - test helper

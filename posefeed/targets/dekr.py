@@ -75,11 +75,12 @@ class DEKR(Codec):
       written at that cell (by any keypoint) is smaller than the instance's; so the
       smaller instance keeps its offsets, ties go to the later one, and an instance that
       brings a keypoint nobody set yet writes that one and every later keypoint of its own.
-      This is reproduced exactly in closed form (per cell: segmented running minima of the
-      areas' ranks and cumulative keypoint sets). One sentinel detail is not: DeepLabCut
-      tests "already set" as ``offset != 0``, so an offset of exactly ``(0, 0)`` (a
-      keypoint exactly on a cell) counts as unset for later instances; here it counts as
-      set.
+      DeepLabCut tests "already set" as ``offset != 0``, so an offset of exactly ``(0, 0)``
+      (a keypoint exactly on a cell) counts as unset and the next instance's write
+      replaces it whatever its area. This is reproduced exactly: in closed form (per cell:
+      segmented running minima of the areas' ranks and cumulative keypoint sets) where no
+      ``(0, 0)`` is written, and by DeepLabCut's sequential rule (vectorised over those
+      cells) on the few cells several instances cover where one is.
 
     Areas: ``encode(keypoints, area=...)`` takes ``(B, N)`` areas in input pixels squared
     (DeepLabCut: ``max(1, box_w) * max(1, box_h)`` of the instance's box). Without them, and
@@ -515,6 +516,17 @@ class DEKR(Codec):
         # (each offset map's cells in increasing order)
         ends = xp.flatnonzero(xp.concatenate([start[1:], xp.ones(1, dtype=bool)]))
         wl = _group_last(xp, T, first, ends)  # (G, K)
+        # DLC's "already set" is a non-zero offset: a keypoint exactly on the cell writes (0, 0),
+        # which the next entry overwrites whatever its area; the closed form counts it as set,
+        # so the cells with such a write (rare: at most one per instance-keypoint) are redone
+        # by DLC's sequential rule (same float32 subtraction as the writes)
+        cellz = grp % hw_
+        xsk, ysk = xs[..., :k].reshape(b * n, k), ys[..., :k].reshape(b * n, k)
+        zero = (S & (((cellz % w).astype(xp.float32)[:, None] - xsk[p]) == 0)
+                & (((cellz // w).astype(xp.float32)[:, None] - ysk[p]) == 0))  # (E, K)
+        zent = xp.flatnonzero(zero.any(axis=1))
+        if zent.size:
+            wl = _sequential_writers(xp, wl, xp.unique(gid[zent]), S, zero, area.reshape(-1)[p], first, ends)
         kj, g = xp.nonzero(wl.T >= 0)
         we = wl[g, kj]
         cell = grp[ends][g] % hw_
@@ -572,6 +584,36 @@ def _segment_running_min(xp: Any, a: Array, seg_first: Array, seg: Array) -> Arr
     back = i[:, None] - xp.arange(depth, dtype=xp.int64)[None, :]  # (E, D) this and earlier entries
     vals = xp.where(back >= (i - d)[:, None], a[xp.maximum(back, 0)], a.max() + 1)
     return vals.min(axis=1)
+
+
+def _sequential_writers(xp: Any, wl: Array, fix: Array, s: Array, zero: Array, a: Array,
+                        first: Array, ends: Array) -> Array:
+    """DeepLabCut's rule, entry by entry, for the groups (cells) ``fix``: ``wl (G, K)`` (the
+    last writer per keypoint, entry index or -1) with those rows replaced. Entries ``first[g]
+    .. ends[g]`` in visiting order, ``s (E, K)`` the keypoints each brings, ``zero (E, K)``
+    its write there is ``(0, 0)``, ``a (E,)`` its area (float32). A keypoint is written unless
+    it is set (last write non-zero) and the cell's area (the last write's, any keypoint) is
+    smaller. On the host, vectorised over the groups (a loop over depth and keypoints)."""
+    f0, f1 = first[fix], ends[fix]
+    depth = int((f1 - f0).max()) + 1
+    idx = f0[:, None] + xp.arange(depth, dtype=xp.int64)[None, :]  # (F, D)
+    valid = idx <= f1[:, None]
+    idx = xp.where(valid, idx, f0[:, None])
+    host = (lambda t: t) if xp is np else (lambda t: t.get())  # noqa: E731
+    s_, z_, a_, i_ = host(s[idx] & valid[:, :, None]), host(zero[idx]), host(a[idx]), host(idx)
+    nf, k = s_.shape[0], s_.shape[2]
+    last = np.full((nf, k), -1, dtype=np.int64)
+    is_set = np.zeros((nf, k), dtype=bool)
+    amap = np.zeros(nf, dtype=np.float32)
+    for d in range(depth):
+        ad = a_[:, d]
+        for kk in range(k):
+            wr = s_[:, d, kk] & ~(is_set[:, kk] & (amap < ad))
+            last[:, kk] = np.where(wr, i_[:, d], last[:, kk])
+            is_set[:, kk] = np.where(wr, ~z_[:, d, kk], is_set[:, kk])
+            amap = np.where(wr, ad, amap)
+    wl[fix] = xp.asarray(last, dtype=wl.dtype)
+    return wl
 
 
 def _group_last(xp: Any, t: Array, first: Array, ends: Array) -> Array:

@@ -7,8 +7,8 @@ launch per batch after a few vectorised per-limb / per-keypoint constants.
   limb constants of :meth:`PartAffinityField.limbs`.
 * ``dekr_targets``: one thread per ``(b, i, j)``: the ``K+1`` heatmaps (max over animals of
   each window's Gaussian) and weights, then DeepLabCut's offset loop itself (animal by
-  animal, keypoint by keypoint, one area per cell), reading "already set" from the offset
-  weight (non-zero once written), as the vectorised path does.
+  animal, keypoint by keypoint, one area per cell), reading "already set" as DeepLabCut
+  does: a non-zero offset (a keypoint exactly on the cell writes (0, 0): unset).
 
 The float32 arithmetic uses round-to-nearest intrinsics (``__fadd_rn`` ...), which NVRTC
 never contracts into FMAs, so each step rounds as NumPy's does; ``expf`` may differ from
@@ -125,7 +125,8 @@ extern "C" __global__ void dekr_targets(
                 const long long q = ((long long)b * N + n) * K1 + k;
                 if (!drawn[q]) continue;
                 const long long o = ((long long)b * 2 * K + 2 * k) * hw + cell;
-                if (ow[o] != 0.0f && amap < a) continue;  // set by a smaller animal
+                // DLC: "set" is a non-zero offset (a (0, 0) write counts as unset)
+                if ((off[o] != 0.0f || off[o + hw] != 0.0f) && amap < a) continue;  // set by a smaller animal
                 off[o] = __fsub_rn((float)j, xs[q]);
                 off[o + hw] = __fsub_rn((float)i, ys[q]);
                 const float wgt = __fdiv_rn(1.0f, sqrtf(a));

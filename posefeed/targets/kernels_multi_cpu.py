@@ -240,8 +240,9 @@ def dekr_encode(kp, area_in, add_center, stride, r3, two_s2, r3c, two_s2c, radiu
     ``exp(-(dx² + dy²)/2σ²)``, one exp per window row and column), max over animals; heatmap weight 1 on windows
     of animals after the last ``v == -1`` of that map, else 0 (a ``v == -1`` on the map)
     or ``bg``; offsets on the centre's square, skipped where the keypoint is set already
-    and the area last written at the cell is smaller; "set" = written in this call (an
-    offset of exactly ``(0, 0)`` counts as set, as in the array version).
+    and the area last written at the cell is smaller; "set" = a non-zero offset, as
+    DeepLabCut tests it (an offset of exactly ``(0, 0)``, a keypoint on the cell, counts as
+    unset; every call starts from zero offsets, kept buffers' previous squares cleared).
     """
     B, N, KIN = kp.shape[0], kp.shape[1], kp.shape[2]
     K1 = KIN + 1 if add_center else KIN
@@ -442,7 +443,9 @@ def dekr_encode(kp, area_in, add_center, stride, r3, two_s2, r3c, two_s2c, radiu
                     ua = np.uint64((b * H + i) * W + qx0)
                     xj = np.float32(qx0)
                     for jj in range(ncol):
-                        if not (owf[u + jj] != f0 and amf[ua + jj] < a):  # else set, by a smaller animal
+                        # DLC: "set" is a non-zero offset (a (0, 0) write counts as unset; the
+                        # offsets are 0 here at the start of every call), kept if amap < a
+                        if not ((offf[u + jj] != f0 or offf[u2 + jj] != f0) and amf[ua + jj] < a):
                             offf[u + jj] = xj - x0
                             offf[u2 + jj] = oy
                             owf[u + jj] = wgt

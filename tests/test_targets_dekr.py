@@ -253,6 +253,10 @@ def test_bad_areas_are_refused():
         np.testing.assert_array_equal(unknown[name], boxed[name])
     assert np.unique(boxed["offset_weight"][boxed["offset_weight"] > 0]).tolist() == [0.25]
     c.encode(x, area=np.array([[100.0, 0.0]], np.float32))  # nothing of animal 1 is drawn: fine
+    # no instances: the area is still checked against (B, 0)
+    with pytest.raises(ValueError, match=r"area must be \(B, N\) = \(2, 0\)"):
+        c.encode(np.zeros((2, 0, 2, 3), np.float32), area=np.ones((2, 1), np.float32))
+    assert (c.encode(np.zeros((2, 0, 2, 3), np.float32), area=np.ones((2, 0), np.float32))["offset"] == 0).all()
 
 
 

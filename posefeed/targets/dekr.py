@@ -247,12 +247,14 @@ class DEKR(Codec):
         b, n = kp.shape[:2]
         k = self.num_joints
         w, h = self.heatmap_size
-        if area is None or n_given == 0:
+        if area is None:
             ar = np.full((b, n), np.nan, dtype=np.float32)  # NaN: the keypoints' box
         else:
             ar = np.ascontiguousarray(area, dtype=np.float32)
             if ar.shape != (b, n_given):
                 raise ValueError(f"area must be (B, N) = {(b, n_given)} like the keypoints; got {ar.shape}")
+            if n_given == 0:  # the placeholder instance (nothing drawn)
+                ar = np.full((b, n), np.nan, dtype=np.float32)
         if out is None:
             shapes = self.output_shapes(b, k)
             dst = {name: (np.empty if name == "heatmap_weight" else np.zeros)(shapes[name], dtype=np.float32)

@@ -444,8 +444,11 @@ def dekr_encode(kp, area_in, add_center, stride, r3, two_s2, r3c, two_s2c, radiu
                     xj = np.float32(qx0)
                     for jj in range(ncol):
                         # DLC: "set" is a non-zero offset (a (0, 0) write counts as unset; the
-                        # offsets are 0 here at the start of every call), kept if amap < a
-                        if not ((offf[u + jj] != f0 or offf[u2 + jj] != f0) and amf[ua + jj] < a):
+                        # offsets are 0 here at the start of every call), kept if amap < a; the
+                        # weight first (non-zero: written in this call), so the offsets are
+                        # read only where a smaller animal wrote (one load per cell, as before)
+                        if not (owf[u + jj] != f0 and amf[ua + jj] < a
+                                and (offf[u + jj] != f0 or offf[u2 + jj] != f0)):
                             offf[u + jj] = xj - x0
                             offf[u2 + jj] = oy
                             owf[u + jj] = wgt

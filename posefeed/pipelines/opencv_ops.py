@@ -21,6 +21,7 @@ works on the next batches while DALI normalises and encodes the current one.
 """
 from __future__ import annotations
 
+import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import count
 
@@ -171,12 +172,15 @@ def integer_shift(affine: np.ndarray) -> tuple[int, int] | None:
     """``(dx, dy)`` when the ``(2, 3)`` output -> frame matrix is ``[[1, 0, dx], [0, 1, dy]]``
     with whole-pixel ``dx, dy`` (within `SHIFT_TOL`; the linear part exactly), else None."""
     a = np.asarray(affine, dtype=np.float64)
-    d = np.rint(a[:, 2])
-    # "not <=": a NaN or inf entry is not a shift (the warp handles it as before)
-    if not (np.array_equal(a[:, :2], np.eye(2))
-            and np.abs(a[:, 2] - d).max() <= SHIFT_TOL):
+    (l00, l01, tx), (l10, l11, ty) = a.tolist()
+    # (scalar compares: ~1 us a sample; a NaN or inf entry is not a shift, the warp takes it)
+    if not (l00 == 1.0 and l01 == 0.0 and l10 == 0.0 and l11 == 1.0
+            and math.isfinite(tx) and math.isfinite(ty)):
         return None
-    return int(d[0]), int(d[1])
+    dx, dy = round(tx), round(ty)
+    if abs(tx - dx) > SHIFT_TOL or abs(ty - dy) > SHIFT_TOL:
+        return None
+    return dx, dy
 
 
 def shifted_window(frame: np.ndarray, shift: tuple[int, int], size: tuple[int, int]) -> np.ndarray:

@@ -5,6 +5,7 @@ collection each end cleanly (no hang, no process or shared memory left). Each te
 its own worker, so they are few (a start costs ~0.2-0.5 s)."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import resource
@@ -64,6 +65,27 @@ def same(a, b) -> None:
         else:
             assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
             assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), k
+
+
+@contextlib.contextmanager
+def worker_and_reference(table, s=None):
+    """A source with the worker process and the in-process one (``lookahead="off"``) of
+    the same spec (default `spec()`), both closed after."""
+    s = spec() if s is None else s
+    src = BatchSource(table, s, ImageReader(table), lookahead="process")
+    ref = BatchSource(table, s, ImageReader(table), lookahead="off")
+    try:
+        yield src, ref
+    finally:
+        src.close()
+        ref.close()
+
+
+def same_batch(src, ref, epoch: int, batch: int = 0) -> None:
+    """Both sources seeked to ``(epoch, batch)`` give the same next batch."""
+    src.seek(epoch, batch)
+    ref.seek(epoch, batch)
+    same(plain(src()), plain(ref()))
 
 
 def stream(src, steps):
@@ -136,23 +158,14 @@ def _running(pid: int) -> bool:
 def test_ctrl_c_is_the_parents_to_handle_not_the_workers(table):
     """A terminal's Ctrl-C reaches the whole process group: the worker ignores SIGINT, so a
     training loop that catches KeyboardInterrupt (to save a checkpoint) keeps its feed."""
-    src = BatchSource(table, spec(), ImageReader(table), lookahead="process")
-    ref = BatchSource(table, spec(), ImageReader(table), lookahead="off")
-    try:
-        src.seek(0)
-        ref.seek(0)
-        same(plain(src()), plain(ref()))
+    with worker_and_reference(table) as (src, ref):
+        same_batch(src, ref, 0)
         pid = src._worker.pid
         os.kill(pid, signal.SIGINT)
         time.sleep(0.3)
         assert src._worker._proc.poll() is None
-        src.seek(0, 1)
-        ref.seek(0, 1)
-        same(plain(src()), plain(ref()))
+        same_batch(src, ref, 0, 1)
         assert src._worker.pid == pid
-    finally:
-        src.close()
-        ref.close()
 
 
 def test_close_gc_crash_error_and_stall_end_cleanly(table):
@@ -160,9 +173,7 @@ def test_close_gc_crash_error_and_stall_end_cleanly(table):
     s = spec(schedule=[(0, AugmentConfig()), (1, "not a config")])   # epoch 1 fails
     src = BatchSource(table, s, ImageReader(table), lookahead="process")
     ref = BatchSource(table, s, ImageReader(table), lookahead="off")
-    src.seek(0)
-    ref.seek(0)
-    same(plain(src()), plain(ref()))
+    same_batch(src, ref, 0)
     pid = src._worker.pid
     # a crash (the child killed) is a PipelineError naming it, never a hang
     os.kill(pid, signal.SIGKILL)
@@ -172,17 +183,13 @@ def test_close_gc_crash_error_and_stall_end_cleanly(table):
         src()
     assert not _running(pid)
     # the next iteration starts a new worker and continues with the same numbers
-    src.seek(0, 1)
-    ref.seek(0, 1)
-    same(plain(src()), plain(ref()))
+    same_batch(src, ref, 0, 1)
     assert src._worker.pid != pid
     # an exception in the child's computation comes back with its traceback
     src.seek(1, 0)
     with pytest.raises(PipelineError, match="(?s)epoch 1 batch 0.*AttributeError"):
         src()
-    src.seek(0, 2)                      # the same worker serves the next stream
-    ref.seek(0, 2)
-    same(plain(src()), plain(ref()))
+    same_batch(src, ref, 0, 2)          # the same worker serves the next stream
     # a stalled child: a timeout, not a hang; it is stopped, and the next iteration starts a
     # fresh one with the same numbers
     worker = src._worker
@@ -193,9 +200,7 @@ def test_close_gc_crash_error_and_stall_end_cleanly(table):
     with pytest.raises(PipelineError, match="sent nothing in 1 s.*it was stopped"):
         src()
     assert worker.closed and not _running(stalled)
-    src.seek(0, 2)
-    ref.seek(0, 2)
-    same(plain(src()), plain(ref()))
+    same_batch(src, ref, 0, 2)
     worker = src._worker
     assert worker.pid != stalled
     # close() stops it
@@ -221,12 +226,8 @@ def test_a_forked_child_that_exits_leaves_the_worker_to_the_parent(table):
     """A child of ``os.fork()`` (a DataLoader worker, a helper) inherits the worker's
     finalizer, which runs at its exit (``weakref.finalize`` is an atexit hook): it must not
     stop the parent's worker. The child runs the finalizer as its exit would, then leaves."""
-    src = BatchSource(table, spec(), ImageReader(table), lookahead="process")
-    ref = BatchSource(table, spec(), ImageReader(table), lookahead="off")
-    try:
-        src.seek(0)
-        ref.seek(0)
-        same(plain(src()), plain(ref()))
+    with worker_and_reference(table) as (src, ref):
+        same_batch(src, ref, 0)
         worker = src._worker
         pid = os.fork()
         if pid == 0:                          # the child: never back into pytest
@@ -244,9 +245,6 @@ def test_a_forked_child_that_exits_leaves_the_worker_to_the_parent(table):
         for _ in range(len(src) - 1):         # the rest of the epoch, the same worker
             same(plain(src()), plain(ref()))
         assert src._worker is worker
-    finally:
-        src.close()
-        ref.close()
 
 
 def _decoy(where, body: str) -> str:
@@ -264,17 +262,10 @@ def test_the_worker_imports_this_posefeed_after_a_chdir(table, tmp_path, monkeyp
     _decoy(tmp_path, "raise ImportError('the decoy posefeed was imported')\n")
     monkeypatch.setattr("sys.path", [""] + [p for p in __import__("sys").path if p != ""])
     monkeypatch.chdir(tmp_path)
-    src = BatchSource(table, spec(), ImageReader(table), lookahead="process")
-    ref = BatchSource(table, spec(), ImageReader(table), lookahead="off")
-    try:
-        src.seek(0)
-        ref.seek(0)
-        same(plain(src()), plain(ref()))
+    with worker_and_reference(table) as (src, ref):
+        same_batch(src, ref, 0)
         import posefeed
         assert src._worker.child_posefeed == os.path.abspath(posefeed.__file__)
-    finally:
-        src.close()
-        ref.close()
 
 
 def test_a_worker_that_imports_another_posefeed_or_none_is_a_clear_error(table, tmp_path,
@@ -340,21 +331,12 @@ def test_the_worker_waits_on_descriptors_above_1024(table):
     try:
         while len(filler) < 1100 and (not filler or filler[-1] < 1030):
             filler.append(os.open(os.devnull, os.O_RDONLY))
-        src = BatchSource(table, spec(), ImageReader(table), lookahead="process")
-        ref = BatchSource(table, spec(), ImageReader(table), lookahead="off")
-        try:
-            src.seek(0)
-            ref.seek(0)
-            same(plain(src()), plain(ref()))
+        with worker_and_reference(table) as (src, ref):
+            same_batch(src, ref, 0)
             worker = src._worker
             assert worker._sock.fileno() > 1024
             worker._wait("testing", time.monotonic() + 5, select.POLLOUT)   # room to send
-            src.seek(0, 1)
-            ref.seek(0, 1)
-            same(plain(src()), plain(ref()))
-        finally:
-            src.close()
-            ref.close()
+            same_batch(src, ref, 0, 1)
     finally:
         for fd in filler:
             os.close(fd)
